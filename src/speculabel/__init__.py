@@ -1,0 +1,44 @@
+"""speculabel: multi-model speculative classification.
+
+Small worker models label each item; an acceptance rule decides whether their vote stands;
+a large judge model labels the rest (arXiv 2503.18076, extended).
+
+    from speculabel import Cascade, load_backend, load_task, make_policy
+    task = load_task("sentiment")
+    cascade = Cascade(task, [load_backend("smollm2-135m"), load_backend("vader")],
+                      load_backend("qwen2.5-1.5b"), make_policy("majority"))
+    records = cascade.classify(items)
+"""
+
+from speculabel.backends.base import Backend, BackendError, FunctionBackend
+from speculabel.backends.registry import load_backend
+from speculabel.cascade import Cascade, build_cascade
+from speculabel.config import CascadeConfig, load_config
+from speculabel.policy import ConfidentMajority, Majority, Unanimous, WeightedVote, make_policy
+from speculabel.records import Item, Record, Vote
+from speculabel.task import Example, Label, Task, load_task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "Cascade",
+    "CascadeConfig",
+    "ConfidentMajority",
+    "Example",
+    "FunctionBackend",
+    "Item",
+    "Label",
+    "Majority",
+    "Record",
+    "Task",
+    "Unanimous",
+    "Vote",
+    "WeightedVote",
+    "build_cascade",
+    "load_backend",
+    "load_config",
+    "load_task",
+    "make_policy",
+]

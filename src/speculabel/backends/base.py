@@ -1,0 +1,91 @@
+"""The one interface every model kind implements: a batch of items in, one vote per item out."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from types import TracebackType
+
+from speculabel.records import Item, Vote
+from speculabel.task import Task
+
+
+class BackendError(RuntimeError):
+    """A model could not be loaded or reached at all (as opposed to one item failing)."""
+
+
+class Backend(ABC):
+    """A model that returns a probability distribution over a task's labels.
+
+    ``score`` must return exactly one :class:`Vote` per input item, in order.  An item that the
+    model cannot answer becomes an abstention (``Vote.abstain``) with its reason; it never turns
+    silently into some label.
+    """
+
+    #: the spec string the user wrote (``smollm2-135m``, ``openai:m@url``, ``vader`` ...)
+    spec: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.spec
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """A stable identity of the model itself (file hash, endpoint+model): keys cached votes."""
+
+    @abstractmethod
+    def score(self, task: Task, items: Sequence[Item]) -> list[Vote]:
+        """One vote per item, in order."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (model memory, HTTP clients)."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+ProbaFn = Callable[[Task, Sequence[Item]], Sequence[dict[str, float]]]
+
+
+class FunctionBackend(Backend):
+    """Wraps a plain Python function ``(task, items) -> [ {label: prob} ]`` as a backend.
+
+    For user code (rules, scikit-learn pipelines) and for unit tests of pure logic.
+    """
+
+    def __init__(self, spec: str, fn: ProbaFn, *, method: str = "classifier") -> None:
+        self.spec = spec
+        self._fn = fn
+        self._method = method
+
+    def fingerprint(self) -> str:
+        return f"fn:{self.spec}"
+
+    def score(self, task: Task, items: Sequence[Item]) -> list[Vote]:
+        t0 = time.perf_counter()
+        try:
+            dists = list(self._fn(task, items))
+        except Exception as e:  # a user function failing is an abstention, not a crash
+            dt = (time.perf_counter() - t0) / max(1, len(items))
+            return [Vote.abstain(self.spec, f"{type(e).__name__}: {e}", latency_s=dt) for _ in items]
+        if len(dists) != len(items):
+            raise BackendError(f"{self.spec}: returned {len(dists)} results for {len(items)} items")
+        dt = (time.perf_counter() - t0) / max(1, len(items))
+        votes = []
+        for d in dists:
+            total = sum(d.get(lab, 0.0) for lab in task.label_names)
+            if total <= 0:
+                votes.append(Vote.abstain(self.spec, "no probability on any label", latency_s=dt))
+                continue
+            probs = {lab: d.get(lab, 0.0) / total for lab in task.label_names}
+            votes.append(Vote.from_probs(self.spec, probs, latency_s=dt, method=self._method))
+        return votes

@@ -1,0 +1,155 @@
+"""The shapes that travel between backends, policies, the cascade and the stores.
+
+A :class:`Vote` is one model's answer for one item: a full probability distribution over the
+task's labels (never a parsed string), or an abstention with its reason.  A :class:`Record` is
+what the cascade writes for one item: the final label, who decided it, and every vote that led
+there, so any decision can be audited or re-scored later.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+DecidedBy = Literal["workers", "judge"]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input: an id and its named text fields (``text``, or ``text_a``/``text_b``)."""
+
+    id: str
+    fields: dict[str, str]
+    truncated: bool = False
+
+
+@dataclass
+class Vote:
+    """One model's distribution over the labels for one item.
+
+    ``label`` is the arg-max label, ``None`` when the model abstained (``error`` says why).
+    ``method`` says how the distribution was obtained: ``logprobs`` (exact label scoring),
+    ``choice`` (constrained choice, confidence from the endpoint or none), ``text`` (strict
+    parse of free text, only when asked for), ``classifier`` (a non-LLM model).
+    """
+
+    model: str
+    label: str | None
+    probs: dict[str, float]
+    latency_s: float = 0.0
+    method: str = "logprobs"
+    error: str | None = None
+    truncated: bool = False
+    cached: bool = False
+
+    @property
+    def abstained(self) -> bool:
+        return self.label is None
+
+    @property
+    def confidence(self) -> float:
+        """Probability the model gives its own label (0 for an abstention)."""
+        if self.label is None:
+            return 0.0
+        return float(self.probs.get(self.label, 0.0))
+
+    @classmethod
+    def from_probs(
+        cls,
+        model: str,
+        probs: dict[str, float],
+        *,
+        latency_s: float = 0.0,
+        method: str = "logprobs",
+        truncated: bool = False,
+    ) -> Vote:
+        """Build a vote from a distribution; ties go to the first label in task order."""
+        if not probs:
+            raise ValueError(f"{model}: empty distribution")
+        best = max(probs, key=lambda k: probs[k])
+        return cls(model, best, dict(probs), latency_s, method, None, truncated)
+
+    @classmethod
+    def abstain(cls, model: str, reason: str, *, latency_s: float = 0.0, method: str = "") -> Vote:
+        return cls(model, None, {}, latency_s, method, reason)
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "model": self.model,
+            "label": self.label,
+            "probs": {k: round(v, 6) for k, v in self.probs.items()},
+            "latency_s": round(self.latency_s, 6),
+            "method": self.method,
+        }
+        if self.error is not None:
+            d["error"] = self.error
+        if self.truncated:
+            d["truncated"] = True
+        if self.cached:
+            d["cached"] = True
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Vote:
+        return cls(
+            model=d["model"],
+            label=d.get("label"),
+            probs={k: float(v) for k, v in (d.get("probs") or {}).items()},
+            latency_s=float(d.get("latency_s", 0.0)),
+            method=d.get("method", "logprobs"),
+            error=d.get("error"),
+            truncated=bool(d.get("truncated", False)),
+            cached=bool(d.get("cached", False)),
+        )
+
+
+def normalise_logprobs(logprobs: dict[str, float]) -> dict[str, float]:
+    """Softmax over label log-probabilities: the renormalised distribution over the label set."""
+    m = max(logprobs.values())
+    exps = {k: math.exp(v - m) for k, v in logprobs.items()}
+    z = sum(exps.values())
+    return {k: v / z for k, v in exps.items()}
+
+
+@dataclass
+class Record:
+    """The cascade's output for one item, one JSON line in the results file."""
+
+    id: str
+    label: str | None
+    decided_by: DecidedBy | None
+    votes: list[Vote] = field(default_factory=list)
+    judge_vote: Vote | None = None
+    latency_s: float = 0.0
+    rule: str = ""
+    truncated: bool = False
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "label": self.label,
+            "decided_by": self.decided_by,
+            "rule": self.rule,
+            "votes": [v.to_json() for v in self.votes],
+            "judge_vote": self.judge_vote.to_json() if self.judge_vote else None,
+            "latency_s": round(self.latency_s, 6),
+            "truncated": self.truncated,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Record:
+        jv = d.get("judge_vote")
+        return cls(
+            id=str(d["id"]),
+            label=d.get("label"),
+            decided_by=d.get("decided_by"),
+            votes=[Vote.from_json(v) for v in d.get("votes", [])],
+            judge_vote=Vote.from_json(jv) if jv else None,
+            latency_s=float(d.get("latency_s", 0.0)),
+            rule=d.get("rule", ""),
+            truncated=bool(d.get("truncated", False)),
+            error=d.get("error"),
+        )
