@@ -179,7 +179,7 @@ def classify(
 def _build(cfg: CascadeConfig, task: Any, store: Any, quiet: bool) -> Any:
     from speculabel.backends.base import BackendError
     from speculabel.cascade import build_cascade
-    from speculabel.models import ModelNotInstalled
+    from speculabel.models import ModelError
 
     def say(msg: str) -> None:
         if not quiet:
@@ -187,7 +187,7 @@ def _build(cfg: CascadeConfig, task: Any, store: Any, quiet: bool) -> Any:
 
     try:
         return build_cascade(cfg, vote_store=store, task=task, progress=say)
-    except (BackendError, ModelNotInstalled, ValueError) as e:
+    except (BackendError, ModelError, ValueError) as e:
         raise _fail(str(e)) from None
 
 
@@ -282,11 +282,11 @@ def models_list() -> None:
 
     table = Table(title="speculabel model catalogue")
     for col in ("name", "family", "params", "size", "licence", "kind", "installed"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("name", "size"))
     for name, info in CATALOGUE.items():
         table.add_row(
-            name, info.family, info.parameters, f"{info.size_bytes / 2**20:.0f} MiB",
-            info.licence, "chat" if info.chat else "base",
+            name, info.family, info.parameters, f"{info.size / 2**20:.0f} MiB",
+            info.licence.split(" (")[0], info.kind,
             "yes" if is_installed(name) else "no",
         )
     Console().print(table)
@@ -337,3 +337,7 @@ def main() -> None:
 
 def sample_path(name: str) -> Path:
     return Path(str(resources.files("speculabel") / "data" / name))
+
+
+if __name__ == "__main__":
+    main()

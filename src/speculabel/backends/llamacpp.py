@@ -1,0 +1,451 @@
+"""In-process llama.cpp: exact label scoring by log-probability.
+
+Small models asked for a free-text answer say the same label for everything, so each label is
+scored instead: the log-probability of the label's full token sequence after the prompt
+(multi-token labels exactly), renormalised over the label set.
+
+How one item is scored:
+
+* The prompt is the task's chat messages rendered with the model's own chat template (chat
+  models; the label is the assistant's answer) or the task's completion prompt (base models; the
+  label follows the answer cue after a space).
+* Each label's text is tokenized *together with* the prompt, so every label is scored under its
+  natural tokenization.  The label sequences share a common token prefix (the prompt); only the
+  rest differs, and that part is scored.  If one label's text is a prefix of another's, every
+  label gets an end marker (the template's end-of-turn token, or a newline for base models), so
+  that the scores are probabilities of exclusive answers.
+* The KV cache keeps the tokens of the last evaluation.  A new sequence reuses the longest common
+  *token* prefix with what is cached (the task's instructions and examples, after the first item)
+  and evaluates only the rest.  Reuse is decided on token ids, never on text, so it is exact by
+  construction: no prefix cut can fall inside a BPE merge.  Labels that share leading tokens share
+  their evaluation the same way.
+* Logits are read for the positions that predict label tokens only
+  (``llama_get_logits_ith``); the log-softmax is computed here with numpy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speculabel.backends.base import Backend, BackendError
+from speculabel.records import Item, Vote, normalise_logprobs
+from speculabel.task import Task
+
+_ELLIPSIS = " … "
+_OPTIONS = (
+    "n_threads", "n_ctx", "prefix_cache", "contextual_calibration", "verbose", "chat", "n_batch",
+)
+
+
+class _Unanswerable(Exception):
+    """This item cannot be scored (the reason becomes the abstention's message)."""
+
+
+@dataclass
+class _Row:
+    """Logits at one position and their log-sum-exp: ``logits[t] - lse`` is log p(t)."""
+
+    logits: np.ndarray
+    lse: float
+
+    def logprob(self, token: int) -> float:
+        return float(self.logits[token]) - self.lse
+
+
+@dataclass
+class _Prepared:
+    """The token sequences of one item, one per label, and whether its text was shortened."""
+
+    sequences: dict[str, list[int]]
+    truncated: bool
+
+
+def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class LlamaCppBackend(Backend):
+    """A GGUF model run in-process by llama-cpp-python, voting with exact label log-probs."""
+
+    def __init__(
+        self,
+        spec: str,
+        model_path: Path | str,
+        *,
+        chat: bool | None = None,
+        n_threads: int | None = None,
+        n_ctx: int = 2048,
+        n_batch: int = 512,
+        prefix_cache: bool = True,
+        contextual_calibration: dict[str, float] | None = None,
+        verbose: bool = False,
+    ) -> None:
+        try:
+            import llama_cpp
+        except ImportError as e:
+            raise BackendError(
+                "llama-cpp-python is not installed: run scripts/install-llama.sh "
+                "(or pip install 'speculabel[llama]')"
+            ) from e
+        self.spec = spec
+        self.model_path = Path(model_path)
+        self.prefix_cache = prefix_cache
+        self.calibration = dict(contextual_calibration) if contextual_calibration else None
+        threads = n_threads or _default_threads()
+        try:
+            self._llm = llama_cpp.Llama(
+                model_path=str(self.model_path),
+                n_ctx=n_ctx,
+                n_batch=min(n_batch, n_ctx),
+                n_threads=threads,
+                n_threads_batch=threads,
+                logits_all=False,
+                # keep the whole sliding-window cache, so rolling back to a shared prefix is exact
+                swa_full=True,
+                verbose=verbose,
+            )
+        except (ValueError, RuntimeError) as e:
+            raise BackendError(f"{spec}: cannot load {self.model_path}: {e}") from e
+        self._lc = llama_cpp
+        self._ctx = self._llm.ctx
+        # llama.cpp may round n_ctx up; one decode call takes at most the context's n_batch
+        self.n_ctx = int(self._llm.n_ctx())
+        self._n_batch = int(llama_cpp.llama_n_batch(self._ctx))
+        self._n_vocab = int(self._llm.n_vocab())
+        self._batch: Any = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
+        self._kv: list[int] = []  # tokens whose keys/values are in the cache, positions 0..
+        #: tokens run through the model so far (prefix reuse shows here, whatever the CPU load)
+        self.tokens_evaluated = 0
+        self._fingerprint: str | None = None
+        self._closed = False
+
+        meta: dict[str, str] = dict(self._llm.metadata)
+        template = meta.get("tokenizer.chat_template")
+        self.is_chat = bool(template) if chat is None else chat
+        if self.is_chat and not template:
+            raise BackendError(f"{spec}: chat=True but the GGUF file has no chat template")
+        self._formatter: Any = None
+        self._end_of_turn = "\n"
+        if self.is_chat:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            self._formatter = Jinja2ChatFormatter(
+                template=str(template),
+                eos_token=self._token_text(self._llm.token_eos()),
+                bos_token=self._token_text(self._llm.token_bos()),
+                add_generation_prompt=True,
+            )
+            self._end_of_turn = self._find_end_of_turn(str(template))
+        self._task_cache: dict[str, dict[str, str]] = {}  # task fingerprint -> label continuations
+        #: per-item scoring time of the last ``score`` call, seconds (benchmarks read it)
+        self.last_latencies: list[float] = []
+
+    # ------------------------------------------------------------ identity
+
+    def fingerprint(self) -> str:
+        """The model file's sha256 (from a sidecar cache), plus the calibration when one is set,
+        since calibrated votes differ from raw ones."""
+        if self._fingerprint is None:
+            from speculabel.models import file_sha256
+
+            fp = file_sha256(self.model_path)
+            if self.calibration:
+                blob = json.dumps(self.calibration, sort_keys=True).encode()
+                fp += "+cc:" + hashlib.sha256(blob).hexdigest()[:12]
+            self._fingerprint = fp
+        return self._fingerprint
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._lc.llama_batch_free(self._batch)
+        finally:
+            self._llm.close()
+
+    def __del__(self) -> None:
+        # at interpreter shutdown the library may already be gone
+        with contextlib.suppress(Exception):
+            self.close()
+
+    # ------------------------------------------------------------ prompts and tokens
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self._llm.detokenize([token], special=True).decode("utf-8", errors="ignore")
+
+    def _find_end_of_turn(self, template: str) -> str:
+        """The text a template puts right after an assistant answer (``<|im_end|>``, ...)."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        marker = "SPECULABELANSWER"
+        fmt = Jinja2ChatFormatter(
+            template=template,
+            eos_token=self._token_text(self._llm.token_eos()),
+            bos_token=self._token_text(self._llm.token_bos()),
+            add_generation_prompt=False,
+        )
+        msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
+                {"role": "assistant", "content": marker}]
+        try:
+            text = fmt(messages=msgs).prompt  # type: ignore[arg-type]
+        except Exception:
+            text = ""
+        after = text.split(marker, 1)[1].strip() if marker in text else ""
+        return after.split()[0] if after else self._token_text(self._llm.token_eos())
+
+    def render(self, task: Task, fields: dict[str, str]) -> str:
+        """The prompt text for one item (before any label)."""
+        if self.is_chat:
+            msgs = task.chat_messages(fields)
+            return str(self._formatter(messages=msgs).prompt)
+        return task.completion_prompt(fields)
+
+    def tokenize(self, text: str) -> list[int]:
+        """Chat prompts carry the template's own special tokens (BOS included when the template
+        writes it, as llama-cpp-python does); base prompts get the model's BOS."""
+        if self.is_chat:
+            return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=False))
+
+    def _plain_tokens(self, text: str) -> list[int]:
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def _continuations(self, task: Task) -> dict[str, str]:
+        """What the model says for each label; with an end marker when one answer is a prefix of
+        another (else the shorter label's score would include the longer one's)."""
+        key = task.fingerprint()
+        conts = self._task_cache.get(key)
+        if conts is None:
+            lead = "" if self.is_chat else " "
+            conts = {lab.name: lead + lab.answer for lab in task.labels}
+            if _prefix_related(list(conts.values())):
+                end = self._end_of_turn if self.is_chat else "\n"
+                conts = {k: v + end for k, v in conts.items()}
+            self._task_cache[key] = conts
+        return conts
+
+    def label_sequences(self, task: Task, fields: dict[str, str]) -> dict[str, list[int]]:
+        """The full token sequence (prompt + answer) for each label, as the model reads it."""
+        prompt = self.render(task, fields)
+        return {k: self.tokenize(prompt + c) for k, c in self._continuations(task).items()}
+
+    def _prepare(self, task: Task, item: Item) -> _Prepared:
+        fields: dict[str, str] = {}
+        for f in task.fields:
+            value = item.fields.get(f)
+            if value is None:
+                raise _Unanswerable(f"missing field {f!r}")
+            if not str(value).strip():
+                one = len(task.fields) == 1
+                raise _Unanswerable("empty text" if one else f"field {f!r} is empty")
+            fields[f] = str(value)
+        truncated = False
+        margin = 8
+        for _ in range(8):
+            seqs = self.label_sequences(task, fields)
+            need = max(len(s) for s in seqs.values())
+            if need <= self.n_ctx:
+                return _Prepared(seqs, truncated)
+            fields = self._shorten(fields, need - self.n_ctx + margin)
+            truncated = True
+            margin *= 2
+        raise _Unanswerable(f"cannot fit the item into n_ctx={self.n_ctx} tokens")
+
+    def _shorten(self, fields: dict[str, str], excess: int) -> dict[str, str]:
+        """Cut ``excess`` tokens out of the fields, in proportion to their length, keeping each
+        field's head and tail (the middle is the least informative part of a long text)."""
+        toks = {f: self._plain_tokens(v) for f, v in fields.items()}
+        total = sum(len(t) for t in toks.values())
+        if total <= excess:
+            raise _Unanswerable(
+                f"the prompt without the item's text needs more than n_ctx={self.n_ctx} tokens"
+            )
+        out = {}
+        for f, t in toks.items():
+            cut = -(-excess * len(t) // total)  # ceil
+            keep = max(0, len(t) - cut)
+            if keep >= len(t):
+                out[f] = fields[f]
+                continue
+            n_head, n_tail = (keep + 1) // 2, keep // 2
+            head, tail = t[:n_head], (t[len(t) - n_tail :] if n_tail else [])
+            out[f] = (
+                self._llm.detokenize(head).decode("utf-8", errors="ignore")
+                + _ELLIPSIS
+                + self._llm.detokenize(tail).decode("utf-8", errors="ignore")
+            )
+        return out
+
+    # ------------------------------------------------------------ evaluation
+
+    def _clear(self) -> None:
+        self._lc.llama_memory_clear(self._lc.llama_get_memory(self._ctx), True)
+        self._kv = []
+
+    def _ensure(self, target: list[int], want_from: int) -> list[_Row]:
+        """Make the cache hold exactly ``target``; return the rows (next-token distributions) at
+        positions ``want_from .. len(target)-1``.  Reuses the longest common token prefix."""
+        keep = min(_lcp(self._kv, target), want_from)
+        if keep < len(self._kv):
+            mem = self._lc.llama_get_memory(self._ctx)
+            ok = keep > 0 and self._lc.llama_memory_seq_rm(mem, 0, keep, -1)
+            # a cache that cannot roll back (recurrent, pruned sliding window): start over
+            if not ok or self._lc.llama_memory_seq_pos_min(mem, 0) > 0:
+                self._clear()
+                keep = 0
+            else:
+                del self._kv[keep:]
+        rows: list[_Row] = []
+        b = self._batch
+        pos = keep
+        while pos < len(target):
+            chunk = target[pos : pos + self._n_batch]
+            b.n_tokens = len(chunk)
+            for i, tok in enumerate(chunk):
+                b.token[i] = tok
+                b.pos[i] = pos + i
+                b.n_seq_id[i] = 1
+                b.seq_id[i][0] = 0
+                b.logits[i] = pos + i >= want_from
+            rc = self._lc.llama_decode(self._ctx, b)
+            if rc != 0:
+                self._clear()
+                raise RuntimeError(f"llama_decode returned {rc}")
+            self._kv.extend(chunk)
+            self.tokens_evaluated += len(chunk)
+            for i in range(len(chunk)):
+                if pos + i >= want_from:
+                    ptr = self._lc.llama_get_logits_ith(self._ctx, i)
+                    logits = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
+                    m = float(logits.max())
+                    lse = m + float(np.log(np.exp(logits.astype(np.float64) - m).sum()))
+                    rows.append(_Row(logits, lse))
+            pos += len(chunk)
+        return rows
+
+    def _score_sequences(self, sequences: dict[str, list[int]]) -> dict[str, float]:
+        """Sum of token log-probs of each sequence after the part all of them share."""
+        seqs = list(sequences.values())
+        shared = min(_lcp(seqs[0], s) for s in seqs[1:]) if len(seqs) > 1 else len(seqs[0]) - 1
+        shared = min(shared, min(len(s) for s in seqs) - 1)
+        if shared < 1:
+            raise _Unanswerable("the labels' token sequences share no prompt")
+        rests = {k: s[shared:] for k, s in sequences.items()}
+        rows: dict[tuple[int, ...], _Row] = {}
+        # visit labels in token order so that neighbours share their leading tokens
+        for name in sorted(rests, key=lambda k: rests[k]):
+            rest = rests[name]
+            missing = next((i for i in range(len(rest)) if tuple(rest[:i]) not in rows), None)
+            if missing is None:
+                continue
+            target = sequences[name][:-1]
+            new = self._ensure(target, shared - 1 + missing)
+            for k, row in enumerate(new):
+                rows[tuple(rest[: missing + k])] = row
+        return {
+            name: sum(rows[tuple(rest[:i])].logprob(tok) for i, tok in enumerate(rest))
+            for name, rest in rests.items()
+        }
+
+    def label_logprobs(self, task: Task, item: Item) -> tuple[dict[str, float], bool]:
+        """Raw (uncalibrated, unnormalised) log-probability of each label's answer, and whether
+        the item was truncated.  Raises ``ValueError`` for an item that cannot be scored."""
+        try:
+            prep = self._prepare(task, item)
+        except _Unanswerable as e:
+            raise ValueError(str(e)) from None
+        if not self.prefix_cache:
+            self._clear()
+        return self._score_sequences(prep.sequences), prep.truncated
+
+    def score(self, task: Task, items: Sequence[Item]) -> list[Vote]:
+        if self._closed:
+            raise BackendError(f"{self.spec}: backend is closed")
+        if self.calibration is not None:
+            unknown = set(task.label_names) ^ set(self.calibration)
+            if unknown:
+                raise BackendError(
+                    f"{self.spec}: contextual calibration labels {sorted(self.calibration)} "
+                    f"do not match the task's labels {task.label_names}"
+                )
+        votes: list[Vote] = []
+        self.last_latencies = []
+        for item in items:
+            t0 = time.perf_counter()
+            try:
+                prep = self._prepare(task, item)
+                if not self.prefix_cache:
+                    self._clear()
+                raw = self._score_sequences(prep.sequences)
+            except _Unanswerable as e:
+                vote = Vote.abstain(self.spec, str(e), latency_s=time.perf_counter() - t0,
+                                    method="logprobs")
+            except RuntimeError as e:  # a failed decode for this item only
+                vote = Vote.abstain(self.spec, f"llama.cpp: {e}",
+                                    latency_s=time.perf_counter() - t0, method="logprobs")
+            else:
+                if self.calibration is not None:
+                    raw = {k: v - self.calibration[k] for k, v in raw.items()}
+                probs = normalise_logprobs(raw)
+                vote = Vote.from_probs(
+                    self.spec,
+                    {lab: probs[lab] for lab in task.label_names},
+                    latency_s=time.perf_counter() - t0,
+                    method="logprobs",
+                    truncated=prep.truncated,
+                )
+            self.last_latencies.append(vote.latency_s)
+            votes.append(vote)
+        return votes
+
+
+def _prefix_related(texts: list[str]) -> bool:
+    return any(a != b and b.startswith(a) for a in texts for b in texts)
+
+
+def from_spec(spec: str, **options: Any) -> LlamaCppBackend:
+    """A catalogue name (installed with ``speculabel models pull``) or ``gguf:PATH``.
+
+    Options: ``n_threads`` (default: all usable cores), ``n_ctx`` (2048), ``n_batch`` (512),
+    ``prefix_cache`` (True), ``contextual_calibration`` ({label: log-prob} subtracted before
+    renormalising), ``verbose`` (False), ``chat`` (default: the catalogue's kind, or whether the
+    file has a chat template).
+    """
+    from speculabel.models import CATALOGUE, ModelError, resolve_model
+
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise BackendError(
+            f"{spec}: unknown option(s) {unknown}; llama.cpp accepts {', '.join(_OPTIONS)}"
+        )
+    try:
+        path = resolve_model(spec)
+    except ModelError as e:
+        raise BackendError(str(e)) from e
+    if options.get("chat") is None and spec in CATALOGUE:
+        options["chat"] = CATALOGUE[spec].is_chat
+    return LlamaCppBackend(spec, path, **options)

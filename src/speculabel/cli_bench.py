@@ -1,0 +1,263 @@
+"""The ``speculabel bench`` command (registered into the main CLI by :func:`register`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+DATASET_TASKS = {"tweeteval": "sentiment", "banking77-pairs": "similar-ticket"}
+
+
+def _fail(msg: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _floats(value: str) -> list[float]:
+    try:
+        out = [float(v) for v in _csv(value)]
+    except ValueError:
+        raise _fail(f"--thresholds must be comma-separated numbers, got {value!r}") from None
+    bad = [t for t in out if not 0.0 <= t <= 1.0]
+    if bad:
+        raise _fail(f"thresholds must lie in [0, 1], got {bad}")
+    return out
+
+
+def _read_file(
+    path: Path, task: Any, columns: dict[str, str], id_column: str | None,
+    gold_column: str | None, limit: int | None,
+) -> tuple[list[Any], list[str | None] | None, list[str]]:
+    """Items (bad rows dropped, and reported) and gold labels from a table, as ``classify``."""
+    from speculabel.records import Item
+    from speculabel.store import InputError, RowError, read_items
+    from speculabel.task import Label, Task
+
+    try:
+        rows = list(read_items(path, task, columns=columns, id_column=id_column))
+    except InputError as e:
+        raise _fail(str(e)) from None
+    if limit is not None:
+        rows = rows[:limit]
+    notes = [f"skipped row {r.id}: {r.error}" for r in rows if isinstance(r, RowError)]
+    items = [r for r in rows if isinstance(r, Item)]
+    if not gold_column:
+        return items, None, notes
+    # The gold column is read with the same reader, as a one-field pseudo task.
+    gold_task = Task(name="gold", labels=(Label("a"), Label("b")), fields=("gold",),
+                     instructions="gold", input_template="{gold}")
+    try:
+        gold_rows = list(read_items(path, gold_task, columns={"gold": gold_column},
+                                    id_column=id_column))
+    except InputError as e:
+        raise _fail(str(e)) from None
+    by_id = {r.id: r.fields["gold"].strip() for r in gold_rows if isinstance(r, Item)}
+    gold: list[str | None] = [by_id.get(it.id) for it in items]
+    unknown = sorted({g for g in gold if g is not None and g not in task.label_names})
+    if unknown:
+        raise _fail(
+            f"{path}: gold column {gold_column!r} has label(s) {unknown[:5]} that task "
+            f"{task.name!r} does not know ({', '.join(task.label_names)})"
+        )
+    missing = sum(g is None for g in gold)
+    if missing:
+        notes.append(f"{missing} items have no gold label (left out of accuracy)")
+    return items, gold, notes
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``bench`` command to the main CLI."""
+
+    @app.command("bench")
+    def bench(
+        input: Annotated[
+            Path | None,
+            typer.Argument(help="Input table (.csv/.tsv/.jsonl/.parquet), or use --dataset."),
+        ] = None,
+        models: Annotated[
+            str, typer.Option(help="Comma-separated model specs; the last is the judge unless "
+                                   "--judge says otherwise.")
+        ] = "smollm2-135m,gemma3-270m,qwen2.5-0.5b,qwen2.5-1.5b",
+        judge: Annotated[str | None, typer.Option(help="Which of --models is the judge.")] = None,
+        dataset: Annotated[
+            str | None,
+            typer.Option(help="Built-in data set from ../shared/data: tweeteval or "
+                              "banking77-pairs (instead of INPUT)."),
+        ] = None,
+        split: Annotated[
+            str, typer.Option(help="Data set split (tweeteval: test or val).")
+        ] = "test",
+        seed: Annotated[int, typer.Option(help="Seed for building banking77 pairs.")] = 0,
+        task: Annotated[
+            str | None,
+            typer.Option(help="Built-in task or task TOML (default for --dataset: its task)."),
+        ] = None,
+        text_column: Annotated[str | None, typer.Option(help="Column with the text.")] = None,
+        text_a_column: Annotated[
+            str | None, typer.Option(help="Column with the first text.")
+        ] = None,
+        text_b_column: Annotated[
+            str | None, typer.Option(help="Column with the second text.")
+        ] = None,
+        id_column: Annotated[str | None, typer.Option(help="Column with item ids.")] = None,
+        gold_column: Annotated[
+            str | None, typer.Option(help="Column with gold labels (optional).")
+        ] = None,
+        limit: Annotated[
+            int | None,
+            typer.Option(help="Use the first N items (default: 500 for --dataset, all rows "
+                              "for a file)."),
+        ] = None,
+        out: Annotated[
+            Path | None, typer.Option(help="Report folder [default: bench-out/TASK].")
+        ] = None,
+        store: Annotated[
+            Path | None,
+            typer.Option(help="Vote store [default: $SPECULABEL_HOME/votes.sqlite]."),
+        ] = None,
+        batch_size: Annotated[int, typer.Option(help="Items per model call.")] = 8,
+        thresholds: Annotated[
+            str | None,
+            typer.Option(help="Confident-majority thresholds to sweep "
+                              "[default: 0.5,0.6,0.7,0.8,0.9,0.95; --report-only: as before]."),
+        ] = None,
+        measure_items: Annotated[
+            int,
+            typer.Option(help="Items for the measured runs of the best configurations (0: skip)."),
+        ] = 100,
+        report_only: Annotated[
+            bool,
+            typer.Option("--report-only", help="Redo analysis and report from OUT/bench.json and "
+                                               "the vote store; no model is loaded."),
+        ] = False,
+        no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the PNG plots.")] = False,
+        skip_missing_data: Annotated[
+            bool,
+            typer.Option("--skip-missing-data",
+                         help="When the --dataset files are absent, say so and exit 0."),
+        ] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    ) -> None:
+        """Run every model on the same items, store every vote, report the paper's numbers.
+
+        Agreement of every model with every other and with gold; coverage, agreement, judge
+        calls and speedup of every worker pair and triple under majority, unanimous and
+        confident-majority; then the real cascade of the best three against the judge alone.
+        Votes are cached in the vote store: rerunning continues where it stopped and costs no
+        model call for what is stored. Writes OUT/report.{json,md,html} and PNG plots.
+        """
+        from speculabel.backends.base import BackendError
+        from speculabel.bench import DEFAULT_THRESHOLDS, report_from_store, run_bench
+        from speculabel.datasets import DataMissing, banking77_pairs, tweeteval
+        from speculabel.models import ModelError
+        from speculabel.task import TaskError, load_task
+
+        def say(msg: str) -> None:
+            if not quiet:
+                typer.echo(msg, err=True)
+
+        ths = _floats(thresholds) if thresholds else None
+        if report_only:
+            if out is None:
+                raise _fail("--report-only needs --out DIR (the folder of an earlier bench)")
+            try:
+                res = report_from_store(out, store_path=store, judge=judge, plots=not no_plots,
+                                        thresholds=ths)
+            except (FileNotFoundError, ValueError) as e:
+                raise _fail(str(e)) from None
+            _print(res.analysis, res.files)
+            return
+
+        specs = _csv(models)
+        if len(specs) < 3:
+            raise _fail("--models needs at least three models (two workers and a judge)")
+        if judge is not None and judge not in specs:
+            raise _fail(f"--judge {judge!r} is not in --models ({', '.join(specs)})")
+        if (input is None) == (dataset is None):
+            raise _fail("give either an INPUT file or --dataset (tweeteval, banking77-pairs)")
+
+        ds_info: dict[str, Any] = {}
+        notes: list[str] = []
+        if dataset is not None:
+            if dataset not in DATASET_TASKS:
+                raise _fail(f"unknown --dataset {dataset!r}; choose {', '.join(DATASET_TASKS)}")
+            n = limit if limit is not None else 500
+            try:
+                data = (tweeteval(split, n) if dataset == "tweeteval"
+                        else banking77_pairs(n, seed, split))
+            except DataMissing as e:
+                if skip_missing_data:
+                    typer.secho(f"SKIPPED bench on {dataset}: {e}", fg=typer.colors.YELLOW,
+                                err=True)
+                    raise typer.Exit(0) from None
+                raise _fail(str(e)) from None
+            task_name = task or DATASET_TASKS[dataset]
+            items = data.items
+            gold: list[str | None] | None = list(data.gold)
+            ds_info = {"name": data.name, "source": data.source,
+                       **{k: v for k, v in data.info.items() if k != "kinds"}}
+        else:
+            assert input is not None
+            if task is None:
+                raise _fail("--task is required with an INPUT file")
+            task_name = task
+        try:
+            the_task = load_task(task_name)
+        except TaskError as e:
+            raise _fail(str(e)) from None
+        if input is not None:
+            columns: dict[str, str] = {}
+            if text_column:
+                columns[the_task.fields[0]] = text_column
+            if text_a_column:
+                columns["text_a"] = text_a_column
+            if text_b_column:
+                columns["text_b"] = text_b_column
+            items, gold, notes = _read_file(input, the_task, columns, id_column, gold_column,
+                                            limit)
+            ds_info = {"name": input.name, "source": str(input), "limit": limit}
+        for note in notes:
+            say(note)
+        if len(items) < 1:
+            raise _fail("no items to bench")
+
+        out_dir = out or Path("bench-out") / the_task.name
+        say(f"bench: task {the_task.name}, {len(items)} items, models {', '.join(specs)}, "
+            f"judge {judge or specs[-1]}; report in {out_dir}")
+        try:
+            res = run_bench(
+                the_task, items, gold, specs, out_dir, judge=judge, store_path=store,
+                dataset=ds_info, batch_size=batch_size, thresholds=ths or DEFAULT_THRESHOLDS,
+                measure_items=measure_items, progress=not quiet, plots=not no_plots, say=say,
+            )
+        except (BackendError, ModelError, ValueError) as e:
+            raise _fail(str(e)) from None
+        _print(res.analysis, res.files)
+
+
+def _print(analysis: dict[str, Any], files: dict[str, Path]) -> None:
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    from speculabel.report import headline_tables
+
+    console = Console()
+    for t in headline_tables(analysis):
+        rt = RichTable(title=t.title, title_justify="left")
+        for h in t.headers:
+            rt.add_column(h)
+        for r in t.rows:
+            rt.add_row(*r)
+        console.print(rt)
+        if t.note:
+            console.print(t.note, style="dim")
+    console.print(f"selection: {analysis.get('selection', '')}")
+    for key in ("md", "html", "json"):
+        if key in files:
+            console.print(f"report.{key}: {files[key]}")

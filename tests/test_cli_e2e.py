@@ -1,0 +1,120 @@
+"""The CLI end to end on real models and real tweets, including a kill -9 and a resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from speculabel.datasets import shared_data_dir
+
+pytestmark = pytest.mark.slow
+
+WORKERS = "smollm2-135m,gemma3-270m"
+JUDGE = "qwen2.5-0.5b"
+
+
+@pytest.fixture
+def tweets_csv(tmp_path: Path) -> Path:
+    try:
+        d = shared_data_dir() / "tweeteval-sentiment"
+    except FileNotFoundError as e:
+        pytest.skip(f"data missing: {e}")
+    texts = (d / "val_text.txt").read_text(encoding="utf-8").splitlines()[:40]
+    p = tmp_path / "tweets.csv"
+    import csv
+
+    with p.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["tweet_id", "tweet"])
+        for i, t in enumerate(texts):
+            w.writerow([f"tw{i}", t])
+        w.writerow(["empty1", ""])  # a bad row: recorded with an error, the run goes on
+    return p
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "speculabel.cli", *args]
+
+
+def read(out: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_classify_kill_and_resume(
+    tweets_csv: Path, tmp_path: Path, smollm2_path: Path, gemma_path: Path, qwen05_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    args = cli(
+        "classify", str(tweets_csv), "-o", str(out), "--task", "sentiment",
+        "--text-column", "tweet", "--id-column", "tweet_id",
+        "--workers", WORKERS, "--judge", JUDGE, "--batch-size", "2", "-q",
+        "--cache", str(tmp_path / "votes.sqlite"),
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if out.exists() and len(out.read_text().splitlines()) >= 12:
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"classify ended early: {proc.stderr.read().decode() if proc.stderr else ''}")
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = read(out)
+    assert 12 <= len(first) < 41, "the kill should land mid-run"
+
+    res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "resuming" not in res.stdout or "already in" in res.stdout
+    recs = read(out)
+    ids = [r["id"] for r in recs]
+    assert len(ids) == len(set(ids)) == 41
+    assert recs[: len(first)] == first  # nothing decided was lost or rewritten
+    bad = [r for r in recs if r["id"] == "empty1"]
+    assert bad and bad[0]["label"] is None and "empty text" in str(bad[0]["error"])
+    good = [r for r in recs if r["id"] != "empty1"]
+    for r in good:
+        assert r["label"] in ("negative", "neutral", "positive")
+        assert r["decided_by"] in ("workers", "judge")
+        votes = r["votes"]
+        assert isinstance(votes, list) and [v["model"] for v in votes] == WORKERS.split(",")
+        for v in votes:
+            assert abs(sum(v["probs"].values()) - 1) < 1e-3
+        if r["decided_by"] == "judge":
+            assert r["judge_vote"]["model"] == JUDGE  # type: ignore[index]
+        else:
+            assert r["judge_vote"] is None and len({v["label"] for v in votes}) == 1
+
+    # a third run has nothing to do and changes nothing
+    before = out.read_text()
+    res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "nothing to do" in res.stdout
+    assert out.read_text() == before
+
+
+def test_config_file_and_summary(tweets_csv: Path, tmp_path: Path, smollm2_path: Path, qwen05_path: Path) -> None:
+    cfg = tmp_path / "cascade.toml"
+    cfg.write_text(
+        'task = "sentiment"\nworkers = ["smollm2-135m"]\njudge = "qwen2.5-0.5b"\n'
+        'policy = "confident-majority"\nthreshold = 0.99\n'
+    )
+    out = tmp_path / "o.jsonl"
+    res = subprocess.run(
+        cli("classify", str(tweets_csv), "-o", str(out), "--config", str(cfg), "--text-column",
+            "tweet", "--limit", "6", "--no-cache"),
+        capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    recs = read(out)
+    assert len(recs) == 6
+    # threshold 0.99 for a 135M model: nearly everything goes to the judge
+    assert sum(r["decided_by"] == "judge" for r in recs) >= 4
+    assert "judge call rate" in res.stderr and "p95 latency s" in res.stderr
