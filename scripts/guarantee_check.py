@@ -4,8 +4,16 @@ For each of ``--splits`` random splits of the labelled TweetEval test items: cal
 part (``--cal-frac``), then measure on the rest the share of items the workers decide
 (coverage; judge-call rate = 1 - coverage) and their agreement with the reference.  A split
 *violates* the guarantee when that held-out agreement falls below the target.  The guarantee
-says the violation rate is at most ``delta`` (up to the sampling noise of the held-out part,
-which only makes the measured rate larger).
+says the violation rate is at most ``delta``.
+
+Two rates are reported.  The *held-out* rate is the one asked for, but the held-out part is a
+sample too: when the certified threshold's true agreement sits just above the target, sampling
+noise alone drops the held-out agreement below it, so the held-out rate overstates violations
+when the held-out part is not much larger than the calibration part (measured: 0.13-0.19 with a
+50/50 split of 6,000 tweets, 0.00-0.03 with 1,000 to calibrate).  The *population* rate takes
+all the items as the population (the calibration sample is drawn from it) and checks the
+agreement of the whole set at the chosen threshold: that is exactly what the guarantee is
+about.  ``--cal-frac`` is a share (<= 1) or a number of items (> 1).
 
 Workers: any mix of stored LLM votes (``--store``, e.g. from ``speculabel bench --out DIR``),
 ``vader`` (computed here, 0.1 ms a tweet) and ``learner:minilm`` trained here on the TweetEval
@@ -16,7 +24,7 @@ that have one are used).
 Writes ``guarantee.json``, ``guarantee.md`` and ``judge_rate_vs_target.png`` to ``--out``.
 
     python scripts/guarantee_check.py --workers vader,learner:minilm --reference gold \
-        --n 6000 --splits 100 --out bench-out/calibration
+        --n 6000 --cal-frac 1000 --splits 100 --out bench-out/calibration --tag gold
 """
 
 from __future__ import annotations
@@ -88,11 +96,12 @@ def check(
     cal_frac: float,
     configs: dict[str, tuple[str, str]],
     seed: int,
+    method: str = "fixed-sequence",
 ) -> dict[str, Any]:
     """Per config and target: violation rate, coverage and agreement over random splits."""
     rng = np.random.default_rng(seed)
     n = len(data)
-    n_cal = round(cal_frac * n)
+    n_cal = round(cal_frac * n) if cal_frac <= 1 else int(cal_frac)
     rows: dict[str, dict[str, list[dict[str, float]]]] = {
         c: {f"{t:g}": [] for t in targets} for c in configs
     }
@@ -111,15 +120,19 @@ def check(
             calibration, weights = cal.fit_rule(fit_part, policy, model_calibration=mcal, seed=s)
             c_scores, c_agree = cal.rule_scores(cert_part, policy, weights, calibration)
             t_scores, t_agree = cal.rule_scores(test_part, policy, weights, calibration)
+            # the whole set as the population: its agreement is what the guarantee is about
+            p_scores, p_agree = cal.rule_scores(data, policy, weights, calibration)
             for target in targets:
-                res = cal.calibrate_threshold(c_scores, c_agree, target, delta)
+                res = cal.calibrate_threshold(c_scores, c_agree, target, delta, method=method)
                 if res.feasible:
                     assert res.threshold is not None
                     acc = t_scores >= res.threshold
                     decided = int(acc.sum())
                     agreement = float(t_agree[acc].mean()) if decided else float("nan")
+                    pop = p_scores >= res.threshold
+                    pop_agreement = float(p_agree[pop].mean()) if pop.any() else float("nan")
                 else:
-                    decided, agreement = 0, float("nan")
+                    decided, agreement, pop_agreement = 0, float("nan"), float("nan")
                 rows[cname][f"{target:g}"].append({
                     "feasible": float(res.feasible),
                     "threshold": res.threshold if res.threshold is not None else float("nan"),
@@ -127,6 +140,7 @@ def check(
                     "coverage": decided / len(test_part),
                     "agreement": agreement,
                     "violated": float(decided > 0 and agreement < target),
+                    "violated_population": float(pop_agreement < target),
                 })
     summary: dict[str, Any] = {}
     for cname, by_t in rows.items():
@@ -141,6 +155,8 @@ def check(
                 "feasible": float(np.mean([r["feasible"] for r in rs])),
                 "violation_rate": k / len(rs),
                 "violation_rate_upper95": cal.binom_upper_bound(k, len(rs), 0.05),
+                "population_violation_rate": float(
+                    np.mean([r["violated_population"] for r in rs])),
                 "violation_rate_when_feasible": (
                     k / max(1, sum(r["feasible"] for r in rs))
                 ),
@@ -154,13 +170,14 @@ def check(
 
 
 def full_calibration(data: cal.CalibrationData, targets: list[float], delta: float,
-                     configs: dict[str, tuple[str, str]]) -> dict[str, Any]:
+                     configs: dict[str, tuple[str, str]], method: str) -> dict[str, Any]:
     """The configuration ``speculabel calibrate`` would write, calibrated on all the items."""
     out: dict[str, Any] = {}
     for cname, (policy, mcal) in configs.items():
         out[cname] = {}
         for t in targets:
-            plan = cal.plan_cascade(data, t, delta, policy=policy, model_calibration=mcal)
+            plan = cal.plan_cascade(data, t, delta, policy=policy, model_calibration=mcal,
+                                    method=method)
             r = plan.result
             out[cname][f"{t:g}"] = {
                 "feasible": r.feasible, "threshold": r.threshold, "coverage": r.coverage,
@@ -177,12 +194,12 @@ def markdown(meta: dict[str, Any], summary: dict[str, Any], full: dict[str, Any]
         f"### Guarantee check: {meta['splits']} random calibration/test splits",
         "",
         f"Workers {', '.join(meta['workers'])}; reference: {meta['reference']}; "
-        f"{meta['n_items']} TweetEval test items, {100 * meta['cal_frac']:.0f}% to calibrate, "
-        f"the rest to measure; delta = {meta['delta']}; exact binomial test, fixed-sequence.",
+        f"{meta['n_items']} TweetEval test items, {meta['n_cal']} to calibrate, "
+        f"the rest to measure; delta = {meta['delta']}; exact binomial test, {meta['method']}.",
         "",
-        "| rule | target | feasible | judge-call rate | agreement (mean / min) | "
-        "violation rate (95% upper) |",
-        "|---|---|---|---|---|---|",
+        "| rule | target | feasible | judge-call rate | held-out agreement (mean / min) | "
+        "held-out violation rate (95% upper) | population violation rate |",
+        "|---|---|---|---|---|---|---|",
     ]
     for cname, by_t in summary.items():
         for t, s in by_t.items():
@@ -191,7 +208,8 @@ def markdown(meta: dict[str, Any], summary: dict[str, Any], full: dict[str, Any]
             ok = "ok" if s["violation_rate"] <= meta["delta"] else "ABOVE delta"
             lines.append(
                 f"| {cname} | {t} | {100 * s['feasible']:.0f}% | {100 * s['judge_call_rate']:.1f}% "
-                f"| {agr} | {s['violation_rate']:.3f} ({s['violation_rate_upper95']:.3f}) {ok} |"
+                f"| {agr} | {s['violation_rate']:.3f} ({s['violation_rate_upper95']:.3f}) {ok} "
+                f"| {s['population_violation_rate']:.3f} |"
             )
     lines += ["", "#### Calibrated on all the items (what `speculabel calibrate` writes)", "",
               "| rule | target | threshold | coverage | agreement | lower bound |",
@@ -246,11 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--store", type=Path, default=None, help="votes.sqlite with LLM votes")
     ap.add_argument("--n", type=int, default=6000, help="first N TweetEval test items")
     ap.add_argument("--splits", type=int, default=100)
-    ap.add_argument("--cal-frac", type=float, default=0.5)
+    ap.add_argument("--cal-frac", type=float, default=0.25,
+                    help="calibration share (<= 1) or number of items (> 1)")
     ap.add_argument("--delta", type=float, default=0.1)
     ap.add_argument("--targets", default="0.6,0.65,0.7,0.75,0.8,0.85,0.9,0.95")
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--method", default="fixed-sequence", choices=cal.METHODS)
     ap.add_argument("--out", type=Path, default=Path("bench-out/calibration"))
     ap.add_argument("--tag", default="", help="suffix for the output file names")
     args = ap.parse_args(argv)
@@ -297,12 +317,15 @@ def main(argv: list[str] | None = None) -> int:
     targets = [float(t) for t in args.targets.split(",")]
     configs = {c: CONFIGS[c] for c in args.configs.split(",")}
     t0 = time.time()
-    summary = check(data, targets, args.delta, args.splits, args.cal_frac, configs, args.seed)
+    summary = check(data, targets, args.delta, args.splits, args.cal_frac, configs, args.seed,
+                    args.method)
     full = full_calibration(data, [t for t in targets if t in (0.9, 0.95)] or targets[-2:],
-                            args.delta, configs)
+                            args.delta, configs, args.method)
     ref_name = "gold labels" if args.reference == "gold" else f"judge {args.judge}"
     meta = {"workers": workers, "reference": ref_name, "n_items": len(data),
             "splits": args.splits, "cal_frac": args.cal_frac, "delta": args.delta,
+            "n_cal": round(args.cal_frac * len(data)) if args.cal_frac <= 1 else int(args.cal_frac),
+            "method": args.method,
             "targets": targets, "seconds": round(time.time() - t0, 1),
             "accuracy_vs_reference": {
                 w: float(np.mean([r[j].label == ref for r, ref in zip(rows, data.reference,

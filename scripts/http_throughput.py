@@ -26,10 +26,10 @@ import csv
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -66,22 +66,18 @@ def compare(http: Backend, local: Backend, items: list[Item]) -> dict[str, Any]:
     return {
         "items": len(items),
         "http_abstentions": sum(v.label is None for v in hv),
-        "label_agreement": sum(h.label == loc.label for h, loc in zip(hv, lv, strict=True))
-        / len(items),
+        "label_agreement": sum(h.label == loc.label for h, loc in zip(hv, lv, strict=True)) / len(items),
         "max_abs_prob_diff": max(diffs) if diffs else None,
         "mean_abs_prob_diff": sum(diffs) / len(diffs) if diffs else None,
         "http_s": round(t_http, 2),
         "in_process_s": round(t_local, 2),
         "methods": sorted({v.method for v in hv}),
+        "abstention_reasons": sorted({(v.error or "")[:160] for v in hv if v.label is None})[:3],
     }
 
 
-def run_cascade(
-    workers: list[Backend], judge: Backend, items: list[Item], batch: int
-) -> dict[str, Any]:
-    cascade = Cascade(
-        SENTIMENT, workers, judge, make_policy("majority"), parallel_workers=True, batch_size=batch
-    )
+def run_cascade(workers: list[Backend], judge: Backend, items: list[Item], batch: int) -> dict[str, Any]:
+    cascade = Cascade(SENTIMENT, workers, judge, make_policy("majority"), parallel_workers=True, batch_size=batch)
     t0 = time.perf_counter()
     records = cascade.classify(items)
     wall = time.perf_counter() - t0
@@ -93,10 +89,11 @@ def run_cascade(
         "judge_call_rate": round(s.judge_rate, 4),
         "pending": s.pending,
         "worker_abstentions": sum(v.label is None for r in records for v in r.votes),
+        "abstention_reasons": sorted({(v.error or "")[:160] for r in records for v in r.votes if v.label is None})[:3],
     }
 
 
-def recovery(n: int, workdir: Path) -> dict[str, Any]:
+def recovery(n: int, workdir: Path, timeout_s: float) -> dict[str, Any]:
     """CLI run whose judge server is killed after a third of the items, then a rerun.
 
     The worker (smollm2-135m) and the judge (qwen2.5-0.5b) each sit behind their own server;
@@ -112,10 +109,20 @@ def recovery(n: int, workdir: Path) -> dict[str, Any]:
     out = workdir / "out.jsonl"
     wsrv = LlamaServer({"smollm2-135m": model_path("smollm2-135m")}, workdir=workdir / "w")
     jsrv = LlamaServer({"qwen2.5-0.5b": model_path("qwen2.5-0.5b")}, workdir=workdir / "j")
+    cfg = workdir / "cascade.toml"  # per-model options travel in the config file
+    cfg.write_text(
+        "".join(
+            f'[models."{spec}"]\ntimeout_s = {timeout_s}\n'
+            for spec in (wsrv.spec("smollm2-135m"), jsrv.spec("qwen2.5-0.5b"))
+        ),
+        encoding="utf-8",
+    )
     cmd = [
         str(Path(sys.executable).parent / "speculabel"),
         "classify",
         str(inp),
+        "--config",
+        str(cfg),
         "-o",
         str(out),
         "--task",
@@ -144,6 +151,7 @@ def recovery(n: int, workdir: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         kill_at = n // 3
+        t_kill = float("nan")
         while proc.poll() is None:
             lines = out.read_text(encoding="utf-8").count("\n") if out.exists() else 0
             if lines >= kill_at and jsrv.proc is not None and jsrv.proc.poll() is None:
@@ -181,6 +189,13 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--judge", default="qwen2.5-1.5b")
     ap.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="per-request timeout of the HTTP workers; it includes the time a request waits in "
+        "a server that decodes one request at a time, so raise it on a loaded machine",
+    )
+    ap.add_argument(
         "--skip",
         default="",
         help="comma list of phases to skip: compare,cascade,in_process,recovery",
@@ -206,10 +221,9 @@ def main() -> None:
         "batch_size": args.batch_size,
         "server": "llama-cpp-python 0.3.36 server, one per worker model, n_threads=2",
         "load_average_at_start": os.getloadavg(),
+        "timeout_s": args.timeout,
     }
-    servers = {
-        m: LlamaServer({m: model_path(m)}, workdir=Path(tempfile.mkdtemp()) / m) for m in WORKERS
-    }
+    servers = {m: LlamaServer({m: model_path(m)}, workdir=Path(tempfile.mkdtemp()) / m) for m in WORKERS}
     for s in servers.values():
         s.start()
     judge = load_backend(args.judge)
@@ -218,7 +232,7 @@ def main() -> None:
         if "compare" not in skip:
             result["compare"] = {}
             for m in WORKERS:
-                http = load_backend(servers[m].spec(m), max_in_flight=4)
+                http = load_backend(servers[m].spec(m), max_in_flight=4, timeout_s=args.timeout)
                 result["compare"][m] = compare(http, local[m], items[: args.n_compare])
                 http.close()
                 print(m, result["compare"][m], flush=True)
@@ -230,7 +244,7 @@ def main() -> None:
 
                 openai_http._LIMITS.clear()
                 openai_http._SEMAPHORES.clear()
-                ws = [load_backend(servers[m].spec(m), max_in_flight=k) for m in WORKERS]
+                ws = [load_backend(servers[m].spec(m), max_in_flight=k, timeout_s=args.timeout) for m in WORKERS]
                 result["cascade_http"][str(k)] = run_cascade(ws, judge, items, args.batch_size)
                 print("in flight", k, result["cascade_http"][str(k)], flush=True)
                 save()
@@ -239,9 +253,7 @@ def main() -> None:
         for s in servers.values():
             s.stop()  # the in-process run gets the CPU to itself
         if "in_process" not in skip:
-            result["cascade_in_process"] = run_cascade(
-                [local[m] for m in WORKERS], judge, items, args.batch_size
-            )
+            result["cascade_in_process"] = run_cascade([local[m] for m in WORKERS], judge, items, args.batch_size)
             print("in-process", result["cascade_in_process"], flush=True)
     finally:
         for s in servers.values():
@@ -250,7 +262,7 @@ def main() -> None:
             b.close()
     if "recovery" not in skip:
         with tempfile.TemporaryDirectory() as d:
-            result["recovery"] = recovery(args.n_recovery, Path(d))
+            result["recovery"] = recovery(args.n_recovery, Path(d), args.timeout)
         print("recovery", {k: v for k, v in result["recovery"].items() if k != "first_run_tail"})
     save()
     print_table(result)
@@ -270,10 +282,7 @@ def print_table(r: dict[str, Any]) -> None:
         )
     if "cascade_in_process" in r:
         v = r["cascade_in_process"]
-        print(
-            f"{'in-process workers':<28}{v['items_per_s']:>10.3f}"
-            f"{v['judge_call_rate']:>13.1%}{v['wall_s']:>9.1f}"
-        )
+        print(f"{'in-process workers':<28}{v['items_per_s']:>10.3f}{v['judge_call_rate']:>13.1%}{v['wall_s']:>9.1f}")
     for m, c in r.get("compare", {}).items():
         print(
             f"{m}: HTTP vs in-process on {c['items']} tweets: label agreement "
@@ -291,5 +300,5 @@ def print_table(r: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    threading.current_thread().name = "main"
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally: stop the servers
     main()

@@ -80,12 +80,15 @@ def run_stream(
     audit: float,
     seed: int,
     embedder: Any = None,
+    embedding_cache: Path | None = None,
     say: Any = print,
 ) -> dict[str, Any]:
     from speculabel.backends.learner import LearnerBackend
 
     lrn = LearnerBackend("learner:minilm", min_per_class=min_per_class,
                          retrain_every=retrain_every, embedder=embedder)
+    if embedding_cache is not None and embedding_cache.exists():
+        say(f"{lrn.preload_embeddings(embedding_cache)} cached embeddings from {embedding_cache}")
     lrn.score(SENTIMENT, [])
     workers = ["learner:minilm", *other_votes]
     rng = np.random.default_rng(seed)
@@ -225,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("bench-out/calibration"))
     ap.add_argument("--tag", default="")
+    ap.add_argument("--embedding-cache", type=Path,
+                    default=Path("bench-out/calibration/learner-val/embeddings.npz"),
+                    help="a learner's embeddings.npz to reuse (e.g. guarantee_check's)")
     args = ap.parse_args(argv)
 
     def say(msg: str) -> None:
@@ -268,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         items, [r or "" for r in reference], gold, other_votes=other, target=args.target,
         delta=args.delta, method=args.method, min_per_class=args.min_per_class,
         retrain_every=args.retrain_every, batch=args.batch, audit=args.audit, seed=args.seed,
-        say=say,
+        embedding_cache=args.embedding_cache, say=say,
     )
     log = result["log"]
     dec = [r for r in log if r["by_workers"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,10 @@ def _hf_offline() -> Iterator[None]:
 
 def _installed(name: str) -> Path:
     if not models.is_installed(name):
-        pytest.skip(f"model {name} not installed: run `speculabel models pull {name}`")
+        msg = f"model {name} not installed: run `speculabel models pull {name}`"
+        if os.environ.get("CI"):  # CI installs every model first: a missing one is a failure
+            pytest.fail(msg)
+        pytest.skip(msg)
     return models.model_path(name)
 
 

@@ -113,8 +113,7 @@ class LlamaServer:
         while time.monotonic() < t_end:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(
-                    f"llama_cpp.server exited with code {self.proc.returncode}; "
-                    f"log {self.log_path}:\n{self.tail()}"
+                    f"llama_cpp.server exited with code {self.proc.returncode}; log {self.log_path}:\n{self.tail()}"
                 )
             try:
                 with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as r:
@@ -124,9 +123,7 @@ class LlamaServer:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(
-            f"llama_cpp.server did not answer within {timeout_s:g} s:\n{self.tail()}"
-        )
+        raise RuntimeError(f"llama_cpp.server did not answer within {timeout_s:g} s:\n{self.tail()}")
 
     def tail(self, n: int = 4000) -> str:
         try:
@@ -161,9 +158,7 @@ def server_prerequisites(models: tuple[str, ...] = SERVER_MODELS) -> dict[str, P
     try:
         import llama_cpp.server  # noqa: F401
     except ImportError as e:
-        pytest.skip(
-            f"llama-cpp-python[server] is not installed ({e}); run scripts/install-llama.sh"
-        )
+        pytest.skip(f"llama-cpp-python[server] is not installed ({e}); run scripts/install-llama.sh")
     from speculabel.models import is_installed, model_path
 
     missing = [m for m in models if not is_installed(m)]

@@ -287,6 +287,42 @@ def test_cli_report_only(tmp_path: Path) -> None:
     assert "Agreement matrix" in r.output and "report.html" in r.output
 
 
+def test_cli_bench_on_a_csv_with_gold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user's own table: text and gold columns named as in ``classify``; bad rows reported."""
+    import csv
+
+    import speculabel.backends.registry as registry
+
+    items, gold, answers = make_world(12)
+    path = tmp_path / "in.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["tweet", "label"])
+        for it, g in zip(items, gold, strict=True):
+            w.writerow([it.fields["text"], g])
+        w.writerow(["", "neutral"])  # an empty text: skipped with a message
+    monkeypatch.setattr(registry, "load_backend",
+                        lambda spec, **kw: Scripted(spec, answers[spec], LAT[spec]))
+    out = tmp_path / "out"
+    r = CliRunner().invoke(_app(), [  # type: ignore[arg-type]
+        "bench", str(path), "--task", "sentiment", "--text-column", "tweet",
+        "--gold-column", "label", "--models", "tiny,small,judge", "--out", str(out),
+        "--store", str(tmp_path / "v.sqlite"), "--measure-items", "4", "--no-plots", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "skipped row 13" in r.output
+    data = json.loads((out / "report.json").read_text())
+    assert data["n"] == 12 and data["has_gold"]
+    assert data["models"]["judge"]["accuracy"] == pytest.approx(
+        sum(answers["judge"][it.fields["text"]] == g for it, g in zip(items, gold, strict=True))
+        / 12)
+    assert len(data["measured"]["runs"]) >= 1
+    bad = CliRunner().invoke(_app(), [  # type: ignore[arg-type]
+        "bench", str(path), "--task", "sentiment", "--text-column", "tweet",
+        "--gold-column", "tweet", "--models", "tiny,small,judge", "--out", str(out),
+        "--store", str(tmp_path / "v.sqlite")])
+    assert bad.exit_code == 2 and "does not know" in bad.output
+
+
 # ---------------------------------------------------------------- real models
 
 

@@ -193,3 +193,17 @@ def test_real_minilm_learns_sentiment() -> None:
                                   Item("b", {"text": "this is terrible, I hate it"}),
                                   Item("c", {"text": "The library closes at 6 pm"})])
     assert [v.label for v in votes] == ["positive", "negative", "neutral"]
+
+
+def test_preload_embeddings_from_another_learner(tmp_path: Path) -> None:
+    first = _learner(tmp_path / "a", min_per_class=2)
+    items, labels = _stream(30)
+    first.score(SENTIMENT, [])
+    first.observe(items, labels)
+    first.close()
+    emb = HashEmbedder()
+    second = LearnerBackend(embedder=emb, min_per_class=2)
+    assert second.preload_embeddings(tmp_path / "a" / "embeddings.npz") == 30
+    second.score(SENTIMENT, [])
+    second.observe(items, labels)
+    assert emb.calls == 0 and second.trained_on == 30

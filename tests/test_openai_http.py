@@ -42,9 +42,7 @@ pytest_plugins = ["server_fixture"]
 
 ITEMS = [
     Item(str(i), {"text": t})
-    for i, t in enumerate(
-        ["I love it", "meh", "worst day ever", "the bus comes at 9", "great!", "ugh", "ok", "fine"]
-    )
+    for i, t in enumerate(["I love it", "meh", "worst day ever", "the bus comes at 9", "great!", "ugh", "ok", "fine"])
 ]
 
 
@@ -97,9 +95,7 @@ def _handler(fake: Fake) -> type[BaseHTTPRequestHandler]:
                 200,
                 {
                     "object": "list",
-                    "data": [
-                        {"id": m, "object": "model", "owned_by": fake.owned_by} for m in fake.models
-                    ],
+                    "data": [{"id": m, "object": "model", "owned_by": fake.owned_by} for m in fake.models],
                 },
             )
 
@@ -125,10 +121,7 @@ def _handler(fake: Fake) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self, body: dict[str, Any]) -> dict[str, Any]:
             chat = self.path.endswith("/chat/completions")
-            constrained = any(
-                k in body
-                for k in ("grammar", "structured_outputs", "guided_choice", "response_format")
-            )
+            constrained = any(k in body for k in ("grammar", "structured_outputs", "guided_choice", "response_format"))
             text = fake.choice_text if constrained or body.get("max_tokens", 16) > 1 else "x"
             if "response_format" in body:
                 text = json.dumps({"label": fake.choice_text})
@@ -140,9 +133,7 @@ def _handler(fake: Fake) -> type[BaseHTTPRequestHandler]:
                             {
                                 "token": text,
                                 "logprob": -0.3,
-                                "top_logprobs": [
-                                    {"token": t, "logprob": v} for t, v in fake.top.items()
-                                ],
+                                "top_logprobs": [{"token": t, "logprob": v} for t, v in fake.top.items()],
                             }
                         ]
                     }
@@ -151,9 +142,7 @@ def _handler(fake: Fake) -> type[BaseHTTPRequestHandler]:
                         "tokens": [text],
                         "token_logprobs": [-0.3],
                         "text_offset": [0],
-                        "top_logprobs": [
-                            {(" " + t if t[0].islower() else t): v for t, v in fake.top.items()}
-                        ],
+                        "top_logprobs": [{(" " + t if t[0].islower() else t): v for t, v in fake.top.items()}],
                     }
             choice: dict[str, Any] = {"index": 0, "logprobs": lp, "finish_reason": "length"}
             if chat:
@@ -321,12 +310,9 @@ def test_in_flight_is_bounded(fake: tuple[Fake, str]) -> None:
     f, url = fake
     f.delay_s = 0.1
     b = _backend(url, "m1", max_in_flight=3)
-    t0 = time.perf_counter()
-    votes = b.score(SENTIMENT, ITEMS * 2)  # 16 items
-    dt = time.perf_counter() - t0
+    votes = b.score(SENTIMENT, ITEMS * 2)  # 16 items, 0.1 s each at the server
     assert all(v.label == "positive" for v in votes)
-    assert f.max_in_flight == 3
-    assert dt < 16 * 0.1 * 0.6  # concurrent, not serial
+    assert f.max_in_flight == 3  # concurrent, and never more than allowed
 
 
 def test_score_inside_running_event_loop(fake: tuple[Fake, str]) -> None:
@@ -347,7 +333,7 @@ def test_timeout_gives_unavailable_abstention(fake: tuple[Fake, str]) -> None:
     f.delay_s = 1.0
     t0 = time.perf_counter()
     v = b.score(SENTIMENT, ITEMS[:1])[0]
-    assert time.perf_counter() - t0 < 2.5
+    assert time.perf_counter() - t0 < 5.0
     assert v.label is None
     assert v.error is not None and v.error.startswith("unavailable:")
     assert "within 0.3 s" in v.error and "2 attempt(s)" in v.error
@@ -373,7 +359,7 @@ def test_retry_budget_and_client_errors(fake: tuple[Fake, str]) -> None:
     f.status = [503] * 20
     t0 = time.perf_counter()
     v = b.score(SENTIMENT, ITEMS[:1])[0]
-    assert time.perf_counter() - t0 < 1.0
+    assert time.perf_counter() - t0 < 2.0  # not 10 retries with doubling backoff
     assert (v.error or "").startswith("unavailable:") and "retry budget" in (v.error or "")
     f.status = [400]  # a bad request is this item's problem, not the endpoint being down
     v = b.score(SENTIMENT, ITEMS[:1])[0]
@@ -385,21 +371,21 @@ def test_retry_budget_and_client_errors(fake: tuple[Fake, str]) -> None:
 
 def test_dead_endpoint_fails_fast_then_recovers(fake: tuple[Fake, str]) -> None:
     f, url = fake
-    b = _backend(url, max_retries=3, backoff_s=0.2)
+    b = _backend(url, max_retries=3, backoff_s=0.05)
     b.check()
-    f.status = [503] * 4 + [503] * 7  # down for the first item's retries and 7 more requests
-    t0 = time.perf_counter()
+    f.status = [503] * 4 + [503] * 8  # down for one item's four attempts, then 8 more requests
+    v = b.score(SENTIMENT, ITEMS[:1])[0]
+    assert (v.error or "").startswith("unavailable:") and "4 attempt(s)" in (v.error or "")
+    n = len(f.requests)
     votes = b.score(SENTIMENT, ITEMS)
-    dt = time.perf_counter() - t0
     assert all((v.error or "").startswith("unavailable:") for v in votes)
-    assert dt < 3.0  # one item's backoff, then one attempt each
+    assert len(f.requests) - n == len(ITEMS)  # known down: one attempt each, no backoff
     votes = b.score(SENTIMENT, ITEMS[:2])  # back up: the first success closes the breaker
     assert [v.label for v in votes] == ["positive", "positive"]
+    assert not b._down
 
 
-def test_api_key_is_sent_but_never_recorded(
-    fake: tuple[Fake, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_api_key_is_sent_but_never_recorded(fake: tuple[Fake, str], monkeypatch: pytest.MonkeyPatch) -> None:
     f, url = fake
     monkeypatch.setenv("SPECULABEL_TEST_KEY", "sk-secret-123")
     b = _backend(url, api_key_env="SPECULABEL_TEST_KEY")
@@ -439,7 +425,9 @@ def _in_process(name: str) -> Any:
 @pytest.mark.parametrize("model", ["smollm2-135m", "qwen2.5-0.5b"])
 def test_http_votes_match_in_process(llama_server: Any, model: str) -> None:
     items = _tweets(12)
-    http = from_spec(llama_server.spec(model))
+    # a generous timeout: the server decodes one request at a time, and a loaded test machine
+    # can make a queued request wait long (timeouts have their own tests)
+    http = from_spec(llama_server.spec(model), timeout_s=300)
     local = _in_process(model)
     try:
         hv = http.score(SENTIMENT, items)
@@ -448,11 +436,7 @@ def test_http_votes_match_in_process(llama_server: Any, model: str) -> None:
         local.close()
         http.close()
     assert all(v.method == "logprobs" and v.label is not None for v in hv), [v.error for v in hv]
-    diff = max(
-        abs(h.probs[k] - loc.probs[k])
-        for h, loc in zip(hv, lv, strict=True)
-        for k in SENTIMENT.label_names
-    )
+    diff = max(abs(h.probs[k] - loc.probs[k]) for h, loc in zip(hv, lv, strict=True) for k in SENTIMENT.label_names)
     assert diff < 0.02, diff
     assert [v.label for v in hv] == [v.label for v in lv]
     assert http.fingerprint() == f"openai:{model}@{llama_server.base_url}"
@@ -465,12 +449,10 @@ def test_cascade_http_workers_in_process_judge(llama_server: Any) -> None:
 
     items = _tweets(8, offset=20)
     workers = [
-        from_spec(llama_server.spec(m), max_in_flight=4) for m in ("smollm2-135m", "qwen2.5-0.5b")
+        from_spec(llama_server.spec(m), max_in_flight=4, timeout_s=300) for m in ("smollm2-135m", "qwen2.5-0.5b")
     ]
     judge = _in_process("smollm2-135m")
-    cascade = Cascade(
-        SENTIMENT, workers, judge, make_policy("majority"), parallel_workers=True, batch_size=8
-    )
+    cascade = Cascade(SENTIMENT, workers, judge, make_policy("majority"), parallel_workers=True, batch_size=8)
     try:
         records = cascade.classify(items)
     finally:
@@ -546,9 +528,7 @@ def test_cli_names_the_wrong_model(llama_server: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.server
-def test_server_killed_mid_run_then_rerun_completes_exactly_once(
-    make_llama_server: Any, tmp_path: Path
-) -> None:
+def test_server_killed_mid_run_then_rerun_completes_exactly_once(make_llama_server: Any, tmp_path: Path) -> None:
     """The judge's server dies mid-run: decided items stay, the judge's items are left pending
     (exit 3); after a restart the same command finishes them, each item exactly once."""
     import csv
@@ -563,10 +543,17 @@ def test_server_killed_mid_run_then_rerun_completes_exactly_once(
     out = tmp_path / "out.jsonl"
     srv = make_llama_server(("smollm2-135m",))
     srv.start()
+    cfg = tmp_path / "cascade.toml"  # per-model options from the config file
+    cfg.write_text(
+        f'[models."{srv.spec("smollm2-135m")}"]\ntimeout_s = 300\nmax_in_flight = 2\n',
+        encoding="utf-8",
+    )
     cmd = [
         _cli(),
         "classify",
         str(inp),
+        "--config",
+        str(cfg),
         "-o",
         str(out),
         "--task",

@@ -28,7 +28,7 @@ def test_unknown_column_lists_columns(tmp_path: Path) -> None:
 
 
 def test_missing_file() -> None:
-    with pytest.raises(InputError, match="not found: nowhere.csv"):
+    with pytest.raises(InputError, match=r"not found: nowhere\.csv"):
         list(read_items("nowhere.csv", SENTIMENT))
 
 

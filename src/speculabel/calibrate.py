@@ -220,6 +220,7 @@ class CalibrationResult:
     best_bound_threshold: float | None
     n_min: int
     steps: list[SequenceStep] = field(default_factory=list, repr=False)
+    stopped_at: float | None = None  # fixed-sequence: the first threshold whose test failed
 
     @property
     def judge_call_rate(self) -> float:
@@ -239,6 +240,15 @@ class CalibrationResult:
             if self.best_bound_threshold is not None
             else ""
         )
+        if self.best_bound >= self.target:
+            stop = f" at threshold {self.stopped_at:g}" if self.stopped_at is not None else ""
+            return (
+                f"no threshold meets the target: threshold {self.best_bound_threshold:g} alone "
+                f"would show agreement >= {100 * self.best_bound:.1f}%, but the {self.method} "
+                f"test sequence (strict to loose) failed earlier{stop}, on too few or too noisy "
+                f"items, and may not go past a failure; more calibration items, or "
+                f"--method fallback (fresh starts further on), can reach it"
+            )
         return (
             f"no threshold meets the target: agreement {100 * self.target:g}% with probability "
             f"{100 * (1 - self.delta):g}% cannot be certified on these {self.n_items} items; the "
@@ -303,6 +313,7 @@ def calibrate_threshold(
     carried = 0.0  # fixed-sequence / fallback: the level passed on by a rejection
     started = 0
     stopped = False
+    stopped_at: float | None = None
     best_bound, best_t = 0.0, None
     for t in thresholds:
         n = int(np.searchsorted(neg, -t, side="right"))  # items with score >= t
@@ -323,8 +334,8 @@ def calibrate_threshold(
             ok = here > 0 and not stopped and p <= here
             if ok:
                 chosen, chosen_level = SequenceStep(t, n, k, p, True), here
-            elif here > 0 and method == "fixed-sequence":
-                stopped = True
+            elif here > 0 and method == "fixed-sequence" and not stopped:
+                stopped, stopped_at = True, t
             carried = here if ok else 0.0
         steps.append(SequenceStep(t, n, k, p, ok))
     # the best agreement any threshold can certify (the "by how much" of an infeasible target)
@@ -339,14 +350,14 @@ def calibrate_threshold(
     if chosen is None:
         return CalibrationResult(
             target, delta, method, n_total, None, 0.0, None, None, False,
-            max(0.0, target - best_bound), best_bound, best_t, n_start, steps,
+            max(0.0, target - best_bound), best_bound, best_t, n_start, steps, stopped_at,
         )
     return CalibrationResult(
         target, delta, method, n_total, chosen.threshold,
         chosen.n / n_total if n_total else 0.0,
         1.0 - chosen.k / chosen.n,
         1.0 - binom_upper_bound(chosen.k, chosen.n, chosen_level),
-        True, 0.0, best_bound, best_t, n_start, steps,
+        True, 0.0, best_bound, best_t, n_start, steps, stopped_at,
     )
 
 
@@ -554,6 +565,22 @@ def _cv_eval(
             "nll_ts": float(sum(held) / len(keep)), "temperature": t_all}
 
 
+def _flips(
+    votes: Sequence[Vote], reference: Sequence[str], offsets: Mapping[str, float]
+) -> tuple[int, int]:
+    """Items the offsets turn right (gained) and turn wrong (lost) against the reference."""
+    gained = lost = 0
+    for v, r in zip(votes, reference, strict=True):
+        if v.label is None or not v.probs:
+            continue
+        after = calibrate_vote(v, dict(offsets)).label
+        if after == v.label:
+            continue
+        gained += after == r
+        lost += v.label == r
+    return gained, lost
+
+
 def choose_model_calibration(
     model: str,
     votes: Sequence[Vote],
@@ -565,11 +592,14 @@ def choose_model_calibration(
     use_temperature: bool | None = None,
     folds: int = 5,
     seed: int = 0,
+    significance: float = 0.1,
 ) -> ModelCalibration:
     """Keep contextual offsets and/or a temperature for one model only where they help.
 
     ``use_offsets`` / ``use_temperature``: True forces, False forbids, None (default) decides by
-    measured effect: the offsets stay when they raise accuracy against the reference; the
+    measured effect: the offsets stay when they raise accuracy against the reference
+    significantly (one-sided sign test on the items whose label they change, at
+    ``significance``); the
     temperature stays when, fitted on the other folds, it lowers held-out log-loss.  Accuracy is
     in-sample for the offsets (they are fitted on content-free inputs, not on these labels).
     """
@@ -579,19 +609,17 @@ def choose_model_calibration(
     if offsets:
         cc = _cv_eval(votes, reference, labels, offsets, folds, seed)
         report["contextual"] = cc
-        if use_offsets is None:
-            keep_off = cc["accuracy"] > raw["accuracy"] or (
-                cc["accuracy"] == raw["accuracy"] and cc["nll_ts"] < raw["nll_ts"]
-            )
-        else:
-            keep_off = use_offsets
+        gained, lost = _flips(votes, reference, offsets)
+        p = binom_cdf(lost, gained + lost, 0.5) if gained > lost else 1.0
+        cc["fixed"], cc["broke"], cc["sign_test_p"] = gained, lost, p
+        # by default, a paired sign test on the items it changes: an accuracy gain on a small
+        # fit set is often noise, and a wrong offset costs every later item
+        keep_off = p <= significance if use_offsets is None else use_offsets
     elif use_offsets:
         raise ValueError(f"{model}: contextual calibration asked for, but no offsets measured")
     chosen = report["contextual"] if keep_off else raw
-    if use_temperature is None:
-        keep_t = chosen["nll_ts"] < chosen["nll"] - 1e-4
-    else:
-        keep_t = use_temperature
+    better = chosen["nll_ts"] < chosen["nll"] - 1e-4
+    keep_t = better if use_temperature is None else use_temperature
     temperature = float(chosen["temperature"]) if keep_t else 1.0
     report["kept"] = {"offsets": keep_off, "temperature": keep_t}
     return ModelCalibration(model, dict(offsets) if keep_off and offsets else None, temperature,

@@ -158,7 +158,7 @@ class Cascade:
         policy: Policy,
         *,
         early_exit: bool = False,
-        parallel_workers: bool = True,
+        parallel_workers: bool = False,
         vote_store: VoteCache | None = None,
         batch_size: int = 8,
         calibration: dict[str, dict[str, Any]] | None = None,

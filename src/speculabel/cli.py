@@ -71,11 +71,17 @@ def classify(
     ] = None,
     early_exit: Annotated[
         bool | None,
-        typer.Option("--early-exit/--no-early-exit", help="Three workers: ask the third only when the first two do not settle it."),
+        typer.Option(
+            "--early-exit/--no-early-exit",
+            help="Three workers: ask the third only when the first two do not settle it.",
+        ),
     ] = None,
     parallel_workers: Annotated[
         bool | None,
-        typer.Option("--parallel-workers/--sequential-workers", help="Ask the workers of a batch at the same time (good for servers)."),
+        typer.Option(
+            "--parallel-workers/--sequential-workers",
+            help="Ask the workers of a batch at the same time (for servers; in-process models share the CPU).",
+        ),
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Items per batch [default: 8].")] = None,
     cache: Annotated[
@@ -192,7 +198,14 @@ def _build(cfg: CascadeConfig, task: Any, store: Any, quiet: bool) -> Any:
 
 
 def _run_with_progress(cascade: Any, items: list[Any], write: Any, quiet: bool) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     if quiet:
         cascade.classify(items, on_record=write)

@@ -115,17 +115,17 @@ def register(app: typer.Typer) -> None:
                               "for a file)."),
         ] = None,
         out: Annotated[
-            Path | None, typer.Option(help="Report folder [default: bench-out/TASK].")
+            Path | None, typer.Option(help="Report folder (default: bench-out/TASK).")
         ] = None,
         store: Annotated[
             Path | None,
-            typer.Option(help="Vote store [default: $SPECULABEL_HOME/votes.sqlite]."),
+            typer.Option(help="Vote store (default: $SPECULABEL_HOME/votes.sqlite)."),
         ] = None,
         batch_size: Annotated[int, typer.Option(help="Items per model call.")] = 8,
         thresholds: Annotated[
             str | None,
             typer.Option(help="Confident-majority thresholds to sweep "
-                              "[default: 0.5,0.6,0.7,0.8,0.9,0.95; --report-only: as before]."),
+                              "(default: 0.5,0.6,0.7,0.8,0.9,0.95; --report-only: as before)."),
         ] = None,
         measure_items: Annotated[
             int,
@@ -222,8 +222,8 @@ def register(app: typer.Typer) -> None:
             items, gold, notes = _read_file(input, the_task, columns, id_column, gold_column,
                                             limit)
             ds_info = {"name": input.name, "source": str(input), "limit": limit}
-        for note in notes:
-            say(note)
+        for note in notes:  # data problems are shown even with --quiet
+            typer.secho(note, fg=typer.colors.YELLOW, err=True)
         if len(items) < 1:
             raise _fail("no items to bench")
 

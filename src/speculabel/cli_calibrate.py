@@ -339,8 +339,11 @@ def _print_plan(plan: Any, ref_name: str, n_ref: int) -> None:
         t.add_row(f"lower bound ({100 * (1 - res.delta):g}%)", f"{100 * res.bound:.1f}%")
     else:
         t.add_row("threshold", "none qualifies")
-        t.add_row("best certifiable agreement", f"{100 * res.best_bound:.1f}%")
-        t.add_row("short by", f"{100 * res.shortfall:.1f} points")
+        t.add_row("best single-threshold bound", f"{100 * res.best_bound:.1f}%")
+        if res.shortfall > 0:
+            t.add_row("short by", f"{100 * res.shortfall:.1f} points")
+        elif res.stopped_at is not None:
+            t.add_row("test sequence stopped at", f"threshold {res.stopped_at:g}")
     for name, alt in plan.alternatives.items():
         desc = (f"threshold {alt.threshold:g}, coverage {100 * alt.coverage:.1f}%"
                 if alt.feasible else "infeasible")

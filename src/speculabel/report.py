@@ -294,11 +294,13 @@ def _plot_pareto(a: dict[str, Any], path: Path) -> None:
                 color="crimson", lw=1.5, label="Pareto front")
         ax.scatter([c["judge_call_rate"] for c in fr], [c["e2e_agreement"] for c in fr],
                    s=40, facecolors="none", edgecolors="crimson")
+    marks: dict[tuple[float, float], list[str]] = {}
     for k, c in enumerate(a["selected"], 1):
-        ax.annotate(f"#{k}", (c["judge_call_rate"], c["e2e_agreement"]), fontsize=9,
-                    xytext=(6, -12 - 11 * (k - 1)), textcoords="offset points", color="black")
-        ax.scatter([c["judge_call_rate"]], [c["e2e_agreement"]], s=70, marker="*",
-                   color="black", zorder=5)
+        marks.setdefault((c["judge_call_rate"], c["e2e_agreement"]), []).append(f"#{k}")
+    for (x, y), names in marks.items():
+        ax.scatter([x], [y], s=90, marker="*", color="black", zorder=5)
+        ax.annotate(",".join(names), (x, y), fontsize=9, xytext=(6, -13),
+                    textcoords="offset points", color="black", zorder=6)
     ax.axhline(a.get("target_agreement", 0.8), color="gray", ls=":", lw=1)
     ax.set_xlabel("judge-call rate (share of items sent to the judge)")
     ax.set_ylabel("end-to-end agreement with the judge")
@@ -333,6 +335,9 @@ def _plot_latency(a: dict[str, Any], path: Path) -> None:
     ax.bar([x - 0.2 for x in xs], p50, 0.4, label="p50")
     ax.bar([x + 0.2 for x in xs], p95, 0.4, label="p95")
     ax.set_xticks(xs, labels, rotation=30, ha="right", fontsize=7)
+    positive = [v for v in p50 + p95 if v > 0]
+    if positive and max(positive) / min(positive) > 100:
+        ax.set_yscale("log")  # a lexicon (0.1 ms) beside LLMs (seconds)
     ax.set_ylabel("latency per item (ms)")
     ax.set_title("Latency per item: each model, and the selected cascades")
     ax.legend()
@@ -410,6 +415,13 @@ def render_md(a: dict[str, Any], plot_files: dict[str, Path] | None = None) -> s
         "asked, parallel = slowest of them; plus the judge when called).",
         "- CPU speedup: the same with CPU time (process time per item), which does not depend on "
         "how many cores run in parallel.",
+        "- Pareto front: configurations that no other beats on both judge-call rate and "
+        "end-to-end agreement. It ignores what the workers cost, so the fastest configurations "
+        "(selected by speedup) need not lie on it.",
+        "- measured: the real cascade (sequential workers, no vote store) and the judge alone on "
+        "the same first items, one after the other in one process, after one untimed warm-up "
+        "item per model; the computed numbers are for the same items. Other work on the machine "
+        "changes timings between the two runs, so compare gaps against the load average above.",
         "",
     ]
     return "\n".join(parts)
@@ -436,6 +448,9 @@ def render_html(a: dict[str, Any], plot_files: dict[str, Path] | None = None) ->
         data = base64.b64encode(p.read_bytes()).decode("ascii")
         parts.append(f"<img alt='{esc(key)}' src='data:image/png;base64,{data}'>")
     parts += [t.html() for t in tables(a)]
+    defs = render_md(a).split("### Definitions", 1)[1].strip().splitlines()
+    parts.append("<h3>Definitions</h3><ul>" + "".join(
+        f"<li>{esc(d[2:])}</li>" for d in defs if d.startswith("- ")) + "</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)
 

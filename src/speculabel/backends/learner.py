@@ -348,6 +348,15 @@ class LearnerBackend(Backend):
             self._save()
 
     # ------------------------------------------------------------------ persistence
+    def preload_embeddings(self, path: str | Path) -> int:
+        """Add the embeddings cached in another learner's ``embeddings.npz`` (same embedder);
+        returns how many were new.  Saves recomputing them, e.g. in benchmarks."""
+        with np.load(Path(path)) as z:
+            new = {str(k): v for k, v in zip(z["keys"], z["vectors"], strict=True)
+                   if str(k) not in self._cache}
+        self._cache.update(new)
+        return len(new)
+
     def _meta(self) -> dict[str, Any]:
         return {
             "format": FORMAT,

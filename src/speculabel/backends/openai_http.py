@@ -187,9 +187,7 @@ class OpenAIBackend(Backend):
         if prompt not in PROMPTS:
             raise BackendError(f"{spec}: unknown prompt {prompt!r}; choose one of {PROMPTS}")
         if choice_format not in CHOICE_FORMATS:
-            raise BackendError(
-                f"{spec}: unknown choice_format {choice_format!r}; choose one of {CHOICE_FORMATS}"
-            )
+            raise BackendError(f"{spec}: unknown choice_format {choice_format!r}; choose one of {CHOICE_FORMATS}")
         if max_in_flight < 1:
             raise BackendError(f"{spec}: max_in_flight must be >= 1")
         if top_logprobs < 1:
@@ -199,9 +197,7 @@ class OpenAIBackend(Backend):
         if api_key_env:
             key = os.environ.get(api_key_env)
             if not key:
-                raise BackendError(
-                    f"{spec}: the environment variable {api_key_env} (api_key_env) is not set"
-                )
+                raise BackendError(f"{spec}: the environment variable {api_key_env} (api_key_env) is not set")
             self._api_key = key
         self.max_in_flight = int(max_in_flight)
         self.timeout_s = float(timeout_s)
@@ -215,9 +211,7 @@ class OpenAIBackend(Backend):
         self.backoff_max_s = float(backoff_max_s)
         self.max_text_tokens = int(max_text_tokens)
         self.extra_body = dict(extra_body or {})
-        _LIMITS[self.base_url] = min(
-            _LIMITS.get(self.base_url, self.max_in_flight), self.max_in_flight
-        )
+        _LIMITS[self.base_url] = min(_LIMITS.get(self.base_url, self.max_in_flight), self.max_in_flight)
         # resolved lazily
         self.method: str | None = None if method == "auto" else method
         self.choice_format: str | None = None if choice_format == "auto" else choice_format
@@ -321,18 +315,14 @@ class OpenAIBackend(Backend):
                 if self.api_key_env
                 else "set api_key_env to the name of the environment variable holding the key"
             )
-            raise BackendError(
-                f"{self.spec}: {url} refused the request (HTTP {resp.status_code}): {hint}"
-            )
+            raise BackendError(f"{self.spec}: {url} refused the request (HTTP {resp.status_code}): {hint}")
         if resp.status_code == 404:
             raise BackendError(
                 f"{self.spec}: {url} does not exist (HTTP 404): is {self.base_url} the server's "
                 "OpenAI-compatible base URL? It usually ends in /v1."
             )
         if resp.status_code != 200:
-            raise BackendError(
-                f"{self.spec}: {url} answered HTTP {resp.status_code}: {_snippet(resp.text)}"
-            )
+            raise BackendError(f"{self.spec}: {url} answered HTTP {resp.status_code}: {_snippet(resp.text)}")
         try:
             data = resp.json()
             models = [m for m in data["data"] if isinstance(m, dict) and "id" in m]
@@ -365,8 +355,9 @@ class OpenAIBackend(Backend):
         t_end = time.monotonic() + self.retry_budget_s
         attempts = 1 if self._down else self.max_retries + 1
         last = ""
-        server_errors = 0
+        server_errors = tried = 0
         for attempt in range(1, attempts + 1):
+            tried = attempt
             retry_after: float | None = None
             try:
                 async with sem:
@@ -382,9 +373,7 @@ class OpenAIBackend(Backend):
                     try:
                         out: dict[str, Any] = resp.json()
                     except ValueError as e:
-                        raise _Failed(
-                            f"{url} answered with invalid JSON: {_snippet(resp.text)}"
-                        ) from e
+                        raise _Failed(f"{url} answered with invalid JSON: {_snippet(resp.text)}") from e
                     return out
                 if resp.status_code == 429:
                     retry_after = _retry_after(resp.headers.get("retry-after"))
@@ -406,10 +395,10 @@ class OpenAIBackend(Backend):
                 last += f"; retry budget of {self.retry_budget_s:g} s spent"
                 break
             await asyncio.sleep(delay)
-        if server_errors == attempts:  # it answered every time: this request is the problem
-            raise _Failed(f"{last} ({attempts} attempt(s))")
+        if server_errors == tried:  # it answered every time: this request is the problem
+            raise _Failed(f"{last} ({tried} attempt(s))")
         self._down = True
-        raise _Unavailable(f"{last} ({attempts} attempt(s))")
+        raise _Unavailable(f"{last} ({tried} attempt(s))")
 
     # -------------------------------------------------------------- scoring
     async def _score_all(self, task: Task, items: Sequence[Item]) -> list[Vote]:
@@ -422,9 +411,7 @@ class OpenAIBackend(Backend):
                     first = await self._vote(task, items[0], probe=True)
         rest = items[1:] if first is not None else items
         # still unresolved (endpoint down): every item probes for itself
-        votes = list(
-            await asyncio.gather(*(self._vote(task, it, probe=self.method is None) for it in rest))
-        )
+        votes = list(await asyncio.gather(*(self._vote(task, it, probe=self.method is None) for it in rest)))
         return [first, *votes] if first is not None else votes
 
     async def _vote(self, task: Task, item: Item, *, probe: bool = False) -> Vote:
@@ -440,21 +427,13 @@ class OpenAIBackend(Backend):
             else:
                 scored = await self._score_text(task, item)
         except _Unavailable as e:
-            return Vote.abstain(
-                self.spec, f"{UNAVAILABLE} {e}", latency_s=time.perf_counter() - t0, method=method
-            )
+            return Vote.abstain(self.spec, f"{UNAVAILABLE} {e}", latency_s=time.perf_counter() - t0, method=method)
         except (_Failed, _Abstain) as e:
-            return Vote.abstain(
-                self.spec, str(e), latency_s=time.perf_counter() - t0, method=self.method or method
-            )
+            return Vote.abstain(self.spec, str(e), latency_s=time.perf_counter() - t0, method=self.method or method)
         dt = time.perf_counter() - t0
         if scored.label is not None:
-            return Vote(
-                self.spec, scored.label, scored.probs, dt, scored.method, None, item.truncated
-            )
-        return Vote.from_probs(
-            self.spec, scored.probs, latency_s=dt, method=scored.method, truncated=item.truncated
-        )
+            return Vote(self.spec, scored.label, scored.probs, dt, scored.method, None, item.truncated)
+        return Vote.from_probs(self.spec, scored.probs, latency_s=dt, method=scored.method, truncated=item.truncated)
 
     async def _probe(self, task: Task, item: Item) -> _Scored:
         """Resolve ``method="auto"`` with the first item: log-probabilities if the endpoint has
@@ -567,9 +546,7 @@ class OpenAIBackend(Backend):
                 "type": "json_schema",
                 "json_schema": {"name": "label", "schema": schema, "strict": True},
             }
-        body["max_tokens"] = max(
-            8, max(len(a) for a in answers) + (16 if fmt == "json_schema" else 2)
-        )
+        body["max_tokens"] = max(8, max(len(a) for a in answers) + (16 if fmt == "json_schema" else 2))
         if self._endpoint_logprobs and fmt != "json_schema":
             body["logprobs"] = True if self.prompt == "chat" else 1
         body.update(self.extra_body)
@@ -625,9 +602,7 @@ class _SharedFirstToken(_Abstain):
     pass
 
 
-def label_logprobs(
-    answers: dict[str, str], top: dict[str, float], k: int | None = None
-) -> dict[str, float]:
+def label_logprobs(answers: dict[str, str], top: dict[str, float], k: int | None = None) -> dict[str, float]:
     """Renormalised label distribution from the top next-token log-probabilities.
 
     ``answers`` maps label name -> the text the model would say (with the leading space in
@@ -645,9 +620,7 @@ def label_logprobs(
         for name, answer in answers.items():
             target = answer.lstrip() if strip else answer
             cands = [
-                t
-                for t in tokens
-                if (t.lstrip() if strip else t) and target.startswith(t.lstrip() if strip else t)
+                t for t in tokens if (t.lstrip() if strip else t) and target.startswith(t.lstrip() if strip else t)
             ]
             if cands:
                 found[name] = max(cands, key=lambda t: (len(t.lstrip() if strip else t), tokens[t]))
@@ -656,9 +629,7 @@ def label_logprobs(
     match = best(False) or best(True)
     if not match:
         shown = ", ".join(repr(t) for t in sorted(tokens, key=lambda t: -tokens[t])[:5])
-        raise _Abstain(
-            f"none of the labels is among the top {k or len(tokens)} next tokens (top: {shown})"
-        )
+        raise _Abstain(f"none of the labels is among the top {k or len(tokens)} next tokens (top: {shown})")
     seen: dict[str, str] = {}
     for name, tok in match.items():
         if tok in seen:
