@@ -1,26 +1,41 @@
-# NOTE (helper C, issue 3): this file briefly held the lead's targets (install/demo/test) and was
-# overwritten by mistake while adding the bench targets. install/demo/test below are a
-# reconstruction from README.md and .ci/run -- lead, please check them against your version.
-PYTHON ?= python3
+# speculabel: the two commands of the README are `make demo` and `make test`.
+PY ?= python3
 VENV ?= .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test bench-sentiment bench-tickets
+.PHONY: setup demo test lint typecheck bench-sentiment bench-tickets clean
 
-$(VENV)/bin/python:
-	$(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
 
-install: $(VENV)/bin/python
-	$(VENV)/bin/pip install -e '.[test,bench,parquet]'
-	PYTHON=$(VENV)/bin/python scripts/install-llama.sh
-	$(VENV)/bin/speculabel models pull all
+# Installs everything: CPU torch (for the MiniLM worker), the portable llama-cpp-python build
+# (built once, wheel cached in $$SPECULABEL_HOME/wheels), the package with all extras, and the
+# offline models (sha256-checked, idempotent).
+setup: $(BIN)/python
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	PYTHON=$(BIN)/python bash scripts/install-llama.sh
+	$(BIN)/python -m pip install -q -e ".[test,bench,parquet,embed]"
+	$(BIN)/speculabel models pull all
 
-demo: install
-	$(VENV)/bin/speculabel demo
+demo: setup
+	$(BIN)/speculabel demo
 
-test: install
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest
+test: setup
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q
+
+lint:
+	$(BIN)/ruff check src tests scripts
+
+typecheck:
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 # ---- benchmarks of the paper's two tasks on real data (../shared/data). Override e.g. N=100.
 
