@@ -10,7 +10,14 @@ from typing import Annotated, Any
 
 import typer
 
-from speculabel.config import DEFAULT_JUDGE, DEFAULT_WORKERS, CascadeConfig, ConfigError, load_config
+from speculabel.config import (
+    DEFAULT_JUDGE,
+    DEFAULT_WORKERS,
+    TASK_DEFAULT_WORKERS,
+    CascadeConfig,
+    ConfigError,
+    load_config,
+)
 from speculabel.policy import POLICIES
 
 app = typer.Typer(
@@ -60,7 +67,10 @@ def classify(
     id_column: Annotated[str | None, typer.Option(help="Column with item ids (default: row number).")] = None,
     workers: Annotated[
         str | None,
-        typer.Option(help=f"One to three comma-separated model specs [default: {','.join(DEFAULT_WORKERS)}]."),
+        typer.Option(
+            help=f"One to three comma-separated model specs [default: {','.join(DEFAULT_WORKERS)}; "
+            f"for sentiment {','.join(TASK_DEFAULT_WORKERS['sentiment'])}]."
+        ),
     ] = None,
     judge: Annotated[str | None, typer.Option(help=f"Judge model spec [default: {DEFAULT_JUDGE}].")] = None,
     policy: Annotated[
@@ -245,7 +255,9 @@ def demo(
     task: Annotated[
         str, typer.Option(help="sentiment, similar-ticket, or all.")
     ] = "all",
-    workers: Annotated[str, typer.Option(help="Worker specs.")] = ",".join(DEFAULT_WORKERS),
+    workers: Annotated[
+        str | None, typer.Option(help="Worker specs [default: the task's default workers].")
+    ] = None,
     judge: Annotated[str, typer.Option(help="Judge spec.")] = DEFAULT_JUDGE,
     policy: Annotated[str, typer.Option(help="Acceptance rule.")] = "majority",
     threshold: Annotated[float | None, typer.Option(help="Threshold for confident-majority.")] = None,
@@ -258,9 +270,7 @@ def demo(
     from speculabel.demo import run_demo
 
     tasks = ["sentiment", "similar-ticket"] if task == "all" else [task]
-    code = run_demo(
-        tasks, _csv(workers) or [], judge, policy, threshold, pull=not no_pull
-    )
+    code = run_demo(tasks, _csv(workers), judge, policy, threshold, pull=not no_pull)
     raise typer.Exit(code)
 
 

@@ -32,8 +32,18 @@ from typing import Any
 
 from speculabel.policy import POLICIES
 
-DEFAULT_WORKERS = ("smollm2-135m", "gemma3-270m", "qwen2.5-0.5b")
+# Measured (bench, TweetEval test): smollm2-135m is below chance on sentiment (17 % accuracy,
+# 16 % agreement with the judge) and only adds cost, so the defaults leave it out. The VADER
+# lexicon costs 0.1 ms and, paired with gemma3-270m, gave the best speedup at >= 80 %
+# end-to-end agreement with the judge; it only knows sentiment.
+DEFAULT_WORKERS = ("gemma3-270m", "qwen2.5-0.5b")
+TASK_DEFAULT_WORKERS = {"sentiment": ("vader", "gemma3-270m")}
 DEFAULT_JUDGE = "qwen2.5-1.5b"
+
+
+def default_workers(task: str) -> list[str]:
+    """The default workers for a task (built-in name or TOML path)."""
+    return list(TASK_DEFAULT_WORKERS.get(task, DEFAULT_WORKERS))
 
 
 class ConfigError(ValueError):
@@ -43,7 +53,7 @@ class ConfigError(ValueError):
 @dataclass
 class CascadeConfig:
     task: str = "sentiment"
-    workers: list[str] = field(default_factory=lambda: list(DEFAULT_WORKERS))
+    workers: list[str] = field(default_factory=list)  # empty: default_workers(task)
     judge: str | None = DEFAULT_JUDGE
     policy: str = "majority"
     threshold: float | None = None
@@ -56,7 +66,7 @@ class CascadeConfig:
 
     def validate(self, source: str = "config") -> None:
         if not self.workers:
-            raise ConfigError(f"{source}: 'workers' is empty; list one to three model specs")
+            self.workers = default_workers(self.task)
         if len(self.workers) > 3:
             raise ConfigError(f"{source}: at most three workers, got {len(self.workers)}")
         if self.policy not in POLICIES:

@@ -33,7 +33,7 @@ def _short(text: str, n: int = 48) -> str:
 
 def run_demo(
     tasks: list[str],
-    workers: list[str],
+    workers: list[str] | None,
     judge: str,
     policy: str,
     threshold: float | None,
@@ -53,7 +53,11 @@ def run_demo(
     if unknown_tasks:
         console.print(f"[red]error:[/] no demo sample for {unknown_tasks}; choose {list(SAMPLES)}")
         return 2
-    needed = [m for m in [*workers, judge] if m in CATALOGUE and not is_installed(m)]
+    from speculabel.config import default_workers
+
+    all_workers = {t: workers or default_workers(t) for t in tasks}
+    wanted = {m for ws in all_workers.values() for m in ws} | {judge}
+    needed = sorted(m for m in wanted if m in CATALOGUE and not is_installed(m))
     if needed:
         if not pull:
             console.print(f"[red]error:[/] not installed: {needed}; run speculabel models pull")
@@ -66,10 +70,11 @@ def run_demo(
         task = load_task(task_name)
         items, gold = load_sample(task_name)
         cfg = CascadeConfig(
-            task=task_name, workers=workers, judge=judge, policy=policy, threshold=threshold,
+            task=task_name, workers=all_workers[task_name], judge=judge, policy=policy, threshold=threshold,
             parallel_workers=False, batch_size=1,
         )
-        console.rule(f"[bold]{task_name}: {len(items)} items, workers {', '.join(workers)}, judge {judge}")
+        names = ", ".join(all_workers[task_name])
+        console.rule(f"[bold]{task_name}: {len(items)} items, workers {names}, judge {judge}")
         cascade = build_cascade(cfg, task=task, progress=lambda m: console.print(f"[dim]{m}[/]"))
         try:
             t0 = time.perf_counter()
