@@ -44,6 +44,7 @@ class Scripted(Backend):
         self.calls = 0
         self.stop_after = stop_after
         self.closed = False
+        self.log: list[str] | None = None  # shared call log, to check the order of calls
 
     def fingerprint(self) -> str:
         return f"scripted:{self.spec}"
@@ -52,6 +53,8 @@ class Scripted(Backend):
         if self.stop_after is not None and self.calls >= self.stop_after:
             raise KeyboardInterrupt
         self.calls += len(items)
+        if self.log is not None:
+            self.log.append(self.spec)
         out = []
         for it in items:
             lab = self.labels[it.fields["text"]]
@@ -91,12 +94,13 @@ def test_run_models_is_resumable_and_cached(tmp_path: Path) -> None:
     store = VoteStore(tmp_path / "v.sqlite")
     b = backends_for(answers, mid=8)  # "mid" is interrupted after the warm-up and one batch
     with pytest.raises(KeyboardInterrupt):
-        run_models(SENTIMENT, items, list(b), store, batch_size=8, backends=b, progress=False)
+        run_models(SENTIMENT, items, list(b), store, batch_size=8, backends=b, progress=False,
+                   interleave=False)
     # every model scores one warm-up item first (untimed, not stored)
     assert b["tiny"].calls == 1 + 20 and b["mid"].calls == 1 + 8
     b2 = backends_for(answers)
     runs = run_models(SENTIMENT, items, list(b2), store, batch_size=8, backends=b2,
-                      progress=False)
+                      progress=False, interleave=False)
     assert [r.cached for r in runs] == [20, 20, 8, 0]
     assert b2["tiny"].calls == 0 and b2["mid"].calls == 1 + 12 and b2["judge"].calls == 1 + 20
     b3 = backends_for(answers)
@@ -109,6 +113,26 @@ def test_run_models_is_resumable_and_cached(tmp_path: Path) -> None:
                                        SENTIMENT, items[0])])
     (s,) = stored.values()
     assert s.vote.latency_s == pytest.approx(0.2) and s.cpu_s is not None and s.cpu_s >= 0
+    store.close()
+
+
+def test_interleaved_models_take_turns_and_resume(tmp_path: Path) -> None:
+    items, _, answers = make_world(20)
+    store = VoteStore(tmp_path / "v.sqlite")
+    order: list[str] = []
+    b = backends_for(answers, mid=8)
+    for x in b.values():
+        x.log = order
+    with pytest.raises(KeyboardInterrupt):
+        run_models(SENTIMENT, items, list(b), store, batch_size=8, backends=b, progress=False)
+    # warm-ups, then one batch per model in turn; "mid" stops at its second batch
+    assert order == ["tiny", "small", "mid", "judge"] * 2 + ["tiny", "small"]
+    b2 = backends_for(answers)
+    runs = run_models(SENTIMENT, items, list(b2), store, batch_size=8, backends=b2,
+                      progress=False)
+    assert [r.cached for r in runs] == [16, 16, 8, 8]
+    assert [b2[k].calls for k in ("tiny", "small", "mid", "judge")] == [1 + 4, 1 + 4, 1 + 12,
+                                                                        1 + 12]
     store.close()
 
 
@@ -337,8 +361,9 @@ def _need_models(*names: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # about a minute on an idle 2-core machine; far longer when it is busy
 def test_bench_real_models(tmp_path: Path) -> None:
-    """smollm2-135m + VADER as workers, qwen2.5-0.5b as judge, 6 tweets, through the CLI."""
+    """smollm2-135m + VADER as workers, qwen2.5-0.5b as judge, 5 tweets, through the CLI."""
     _need_models("smollm2-135m", "qwen2.5-0.5b")
     from speculabel.datasets import DataMissing, shared_data_dir
 
@@ -347,13 +372,13 @@ def test_bench_real_models(tmp_path: Path) -> None:
     except DataMissing as e:
         pytest.skip(str(e))
     out, store = tmp_path / "out", tmp_path / "v.sqlite"
-    args = ["bench", "--dataset", "tweeteval", "--limit", "6",
+    args = ["bench", "--dataset", "tweeteval", "--limit", "5",
             "--models", "vader,smollm2-135m,qwen2.5-0.5b", "--out", str(out),
-            "--store", str(store), "--measure-items", "6", "--quiet"]
+            "--store", str(store), "--measure-items", "4", "--quiet"]
     r = CliRunner().invoke(_app(), args)  # type: ignore[arg-type]
     assert r.exit_code == 0, r.output
     data = json.loads((out / "report.json").read_text())
-    assert data["n"] == 6 and data["judge"] == "qwen2.5-0.5b"
+    assert data["n"] == 5 and data["judge"] == "qwen2.5-0.5b"
     assert data["models"]["smollm2-135m"]["latency_mean_s"] > 0.01
     assert data["models"]["smollm2-135m"]["cpu_mean_s"] > 0
     assert data["models"]["vader"]["latency_mean_s"] < 0.01
@@ -363,7 +388,7 @@ def test_bench_real_models(tmp_path: Path) -> None:
     for run in runs:
         assert run["measured"]["speedup"] > 0 and run["computed"]["speedup"] > 0
         # deterministic scoring: the real cascade takes the decisions the stored votes predict
-        assert run["same_decider_as_computed"] >= 5 / 6
+        assert run["same_decider_as_computed"] >= 3 / 4
     # rerun: every vote comes from the store (no model is asked again)
     with VoteStore(store) as s:
         before = s.count()

@@ -384,7 +384,7 @@ def test_write_config_rejects_bad_settings(tmp_path: Path) -> None:
     from speculabel.config import ConfigError
 
     with pytest.raises(ConfigError):
-        cal.write_config(tmp_path / "c.toml", task="sentiment", workers=[], judge="j",
+        cal.write_config(tmp_path / "c.toml", task="sentiment", workers=["a", "b", "c", "d"], judge="j",
                          policy="confident-majority", threshold=0.5)
 
 

@@ -178,7 +178,8 @@ class Cascade:
         calibration = calibration or {}
 
         def wrap(b: Backend) -> Backend:
-            if vote_store is not None:
+            # a learning worker changes with every retrain: its votes are never cached
+            if vote_store is not None and getattr(b, "cacheable", True):
                 b = CachedBackend(b, vote_store)
             cal = calibration.get(b.name)
             if cal:

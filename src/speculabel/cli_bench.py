@@ -136,6 +136,13 @@ def register(app: typer.Typer) -> None:
             typer.Option("--report-only", help="Redo analysis and report from OUT/bench.json and "
                                                "the vote store; no model is loaded."),
         ] = False,
+        interleave: Annotated[
+            bool,
+            typer.Option("--interleave/--model-by-model",
+                         help="Load all models and let them take turns batch by batch, so that "
+                              "other work on the machine slows them alike (default); or run "
+                              "one model after the other with one model in memory."),
+        ] = True,
         no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the PNG plots.")] = False,
         skip_missing_data: Annotated[
             bool,
@@ -234,7 +241,8 @@ def register(app: typer.Typer) -> None:
             res = run_bench(
                 the_task, items, gold, specs, out_dir, judge=judge, store_path=store,
                 dataset=ds_info, batch_size=batch_size, thresholds=ths or DEFAULT_THRESHOLDS,
-                measure_items=measure_items, progress=not quiet, plots=not no_plots, say=say,
+                measure_items=measure_items, progress=not quiet, plots=not no_plots,
+                interleave=interleave, say=say,
             )
         except (BackendError, ModelError, ValueError) as e:
             raise _fail(str(e)) from None
