@@ -424,7 +424,7 @@ def _in_process(name: str) -> Any:
 @pytest.mark.server
 @pytest.mark.parametrize("model", ["smollm2-135m", "qwen2.5-0.5b"])
 def test_http_votes_match_in_process(llama_server: Any, model: str) -> None:
-    items = _tweets(12)
+    items = _tweets(8)
     # a generous timeout: the server decodes one request at a time, and a loaded test machine
     # can make a queued request wait long (timeouts have their own tests)
     http = from_spec(llama_server.spec(model), timeout_s=300)
