@@ -14,11 +14,15 @@ How one item is scored:
   rest differs, and that part is scored.  If one label's text is a prefix of another's, every
   label gets an end marker (the template's end-of-turn token, or a newline for base models), so
   that the scores are probabilities of exclusive answers.
-* The KV cache keeps the tokens of the last evaluation.  A new sequence reuses the longest common
-  *token* prefix with what is cached (the task's instructions and examples, after the first item)
-  and evaluates only the rest.  Reuse is decided on token ids, never on text, so it is exact by
-  construction: no prefix cut can fall inside a BPE merge.  Labels that share leading tokens share
-  their evaluation the same way.
+* The KV cache holds the task's *static prefix* (instructions and examples: the tokens every
+  prompt of the task begins with), evaluated once on its own.  Each item rolls the cache back to
+  that prefix and evaluates only its own tokens.  Reuse is decided on token ids, never on text, so
+  it is exact by construction: no prefix cut can fall inside a BPE merge.  Labels that share
+  leading tokens share their evaluation the same way.
+* Every item is evaluated from the same point in the same batches whatever came before it: llama.cpp's
+  numerics depend slightly on how tokens are batched (a few 1e-3 in probability on small quantized
+  models), and reusing "whatever the last item left" made an item's vote depend on its neighbour.
+  Votes are therefore a function of (model, task, item) alone, so reruns and resumed runs agree.
 * Logits are read for the positions that predict label tokens only
   (``llama_get_logits_ith``); the log-softmax is computed here with numpy.
 """
@@ -42,6 +46,9 @@ from speculabel.records import Item, Vote, normalise_logprobs
 from speculabel.task import Task
 
 _ELLIPSIS = " … "
+#: part of every vote's cache key: bump it when a change to the scoring alters the numbers
+#: (v2: items evaluated from the task prefix, whatever came before them)
+SCORING_VERSION = "+v2"
 _OPTIONS = (
     "n_threads", "n_ctx", "prefix_cache", "contextual_calibration", "verbose", "chat", "n_batch",
 )
@@ -135,6 +142,9 @@ class LlamaCppBackend(Backend):
         self._n_vocab = int(self._llm.n_vocab())
         self._batch: Any = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
         self._kv: list[int] = []  # tokens whose keys/values are in the cache, positions 0..
+        # the task prefix evaluated on its own at positions 0.. (None: the cache holds no such)
+        self._canon: list[int] | None = None
+        self._prefixes: dict[str, list[int]] = {}  # task fingerprint -> static prefix tokens
         #: tokens run through the model so far (prefix reuse shows here, whatever the CPU load)
         self.tokens_evaluated = 0
         self._fingerprint: str | None = None
@@ -164,12 +174,13 @@ class LlamaCppBackend(Backend):
     # ------------------------------------------------------------ identity
 
     def fingerprint(self) -> str:
-        """The model file's sha256 (from a sidecar cache), plus the calibration when one is set,
-        since calibrated votes differ from raw ones."""
+        """The model file's sha256 (from a sidecar cache) and the scoring scheme's version (how
+        tokens are batched changes the numbers), plus the calibration when one is set, since
+        calibrated votes differ from raw ones."""
         if self._fingerprint is None:
             from speculabel.models import file_sha256
 
-            fp = file_sha256(self.model_path)
+            fp = file_sha256(self.model_path) + SCORING_VERSION
             if self.calibration:
                 blob = json.dumps(self.calibration, sort_keys=True).encode()
                 fp += "+cc:" + hashlib.sha256(blob).hexdigest()[:12]
@@ -305,12 +316,46 @@ class LlamaCppBackend(Backend):
     def _clear(self) -> None:
         self._lc.llama_memory_clear(self._lc.llama_get_memory(self._ctx), True)
         self._kv = []
+        self._canon = None
 
-    def _ensure(self, target: list[int], want_from: int) -> list[_Row]:
+    def task_prefix(self, task: Task) -> list[int]:
+        """The tokens every prompt of ``task`` begins with, whatever the item's text: the common
+        token prefix of prompts rendered for unlike probe texts, one token shorter so that no text
+        can merge with its last token."""
+        key = task.fingerprint()
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            probes = ("A", "7", "!", "\n", " x", "é")
+            seqs = [self.tokenize(self.render(task, dict.fromkeys(task.fields, p))) for p in probes]
+            n = min(_lcp(seqs[0], s) for s in seqs[1:])
+            prefix = seqs[0][: max(0, n - 1)]
+            self._prefixes[key] = prefix
+        return prefix
+
+    def _anchor(self, target: list[int], prefix: list[int]) -> int:
+        """Prepare the cache for a new item and return the position its evaluation starts from:
+        the end of the task prefix (evaluated alone: once, or for every item without
+        ``prefix_cache``, so that both modes give the same votes), or 0 when the item's tokens do
+        not begin with it (then the item is evaluated whole, from an empty cache)."""
+        if len(prefix) < 2 or target[: len(prefix)] != prefix:
+            self._clear()
+            return 0
+        if not self.prefix_cache or self._canon != prefix or self._kv[: len(prefix)] != prefix:
+            self._clear()
+            self._ensure(prefix, len(prefix) - 1)
+            self._canon = list(prefix)
+        return len(prefix)
+
+    def _ensure(self, target: list[int], want_from: int, cap: int | None = None) -> list[_Row]:
         """Make the cache hold exactly ``target``; return the rows (next-token distributions) at
-        positions ``want_from .. len(target)-1``.  Reuses the longest common token prefix."""
+        positions ``want_from .. len(target)-1``.  Reuses the longest common token prefix, but
+        never more than ``cap`` tokens."""
         keep = min(_lcp(self._kv, target), want_from)
+        if cap is not None:
+            keep = min(keep, cap)
         if keep < len(self._kv):
+            if self._canon is not None and keep < len(self._canon):
+                self._canon = None
             mem = self._lc.llama_get_memory(self._ctx)
             ok = keep > 0 and self._lc.llama_memory_seq_rm(mem, 0, keep, -1)
             # a cache that cannot roll back (recurrent, pruned sliding window): start over
@@ -347,8 +392,11 @@ class LlamaCppBackend(Backend):
             pos += len(chunk)
         return rows
 
-    def _score_sequences(self, sequences: dict[str, list[int]]) -> dict[str, float]:
-        """Sum of token log-probs of each sequence after the part all of them share."""
+    def _score_sequences(
+        self, sequences: dict[str, list[int]], prefix: list[int] | None = None
+    ) -> dict[str, float]:
+        """Sum of token log-probs of each sequence after the part all of them share.  The first
+        evaluation starts at the task prefix (see :meth:`_anchor`), the others reuse it."""
         seqs = list(sequences.values())
         shared = min(_lcp(seqs[0], s) for s in seqs[1:]) if len(seqs) > 1 else len(seqs[0]) - 1
         shared = min(shared, min(len(s) for s in seqs) - 1)
@@ -356,14 +404,18 @@ class LlamaCppBackend(Backend):
             raise _Unanswerable("the labels' token sequences share no prompt")
         rests = {k: s[shared:] for k, s in sequences.items()}
         rows: dict[tuple[int, ...], _Row] = {}
+        cap: int | None = None
         # visit labels in token order so that neighbours share their leading tokens
-        for name in sorted(rests, key=lambda k: rests[k]):
+        for visit, name in enumerate(sorted(rests, key=lambda k: rests[k])):
             rest = rests[name]
             missing = next((i for i in range(len(rest)) if tuple(rest[:i]) not in rows), None)
             if missing is None:
                 continue
             target = sequences[name][:-1]
-            new = self._ensure(target, shared - 1 + missing)
+            if visit == 0:
+                cap = self._anchor(target, prefix or [])
+            new = self._ensure(target, shared - 1 + missing, cap)
+            cap = None
             for k, row in enumerate(new):
                 rows[tuple(rest[: missing + k])] = row
         return {
@@ -378,9 +430,7 @@ class LlamaCppBackend(Backend):
             prep = self._prepare(task, item)
         except _Unanswerable as e:
             raise ValueError(str(e)) from None
-        if not self.prefix_cache:
-            self._clear()
-        return self._score_sequences(prep.sequences), prep.truncated
+        return self._score_sequences(prep.sequences, self.task_prefix(task)), prep.truncated
 
     def score(self, task: Task, items: Sequence[Item]) -> list[Vote]:
         if self._closed:
@@ -398,9 +448,7 @@ class LlamaCppBackend(Backend):
             t0 = time.perf_counter()
             try:
                 prep = self._prepare(task, item)
-                if not self.prefix_cache:
-                    self._clear()
-                raw = self._score_sequences(prep.sequences)
+                raw = self._score_sequences(prep.sequences, self.task_prefix(task))
             except _Unanswerable as e:
                 vote = Vote.abstain(self.spec, str(e), latency_s=time.perf_counter() - t0,
                                     method="logprobs")
