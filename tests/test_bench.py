@@ -177,7 +177,9 @@ def test_bench_end_to_end_with_scripted_models(tmp_path: Path) -> None:
     assert set(data["by_judge"]) == {"tiny", "small", "mid", "judge"}
     # measured runs: the real cascade on the first 16 items; scripted models decide the same
     meas = a["measured"]
-    assert meas["items"] == 16 and len(meas["runs"]) == 3
+    # the three selected, plus the fastest calibrated configuration when one is certified
+    extra = 1 if data["calibration"]["best"] else 0
+    assert meas["items"] == 16 and len(meas["runs"]) == 3 + extra
     for r in meas["runs"]:
         assert r["same_final_label_as_computed"] == 1.0
         assert r["same_decider_as_computed"] == 1.0
@@ -187,9 +189,10 @@ def test_bench_end_to_end_with_scripted_models(tmp_path: Path) -> None:
     md = files["md"].read_text()
     assert "Agreement matrix" in md and "Measured against computed" in md
     html = files["html"].read_text()
-    assert html.count("data:image/png;base64,") == 3
+    assert html.count("data:image/png;base64,") == 4
     assert "http://" not in html and "https://" not in html
-    for key in ("png_agreement", "png_pareto", "png_latency"):
+    assert "Criterion 2 with a guarantee" in md
+    for key in ("png_agreement", "png_pareto", "png_latency", "png_calibration"):
         assert files[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     png = html.split("data:image/png;base64,")[1].split("'")[0]
     assert base64.b64decode(png)[:4] == b"\x89PNG"

@@ -45,6 +45,7 @@ from speculabel.votestore import VoteStore, item_key
 
 DEFAULT_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 TARGET_AGREEMENT = 0.8
+CALIBRATION_TARGETS = (0.8, 0.85, 0.9, 0.95)
 MANIFEST = "bench.json"
 
 Loader = Callable[[str], Backend]
@@ -421,8 +422,14 @@ def analyse(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     all_judges: bool = True,
     target: float = TARGET_AGREEMENT,
+    calibration_targets: Sequence[float] = CALIBRATION_TARGETS,
+    delta: float = 0.1,
+    splits: int = 100,
 ) -> dict[str, Any]:
-    """Every number of the report, from the vote table alone (JSON-ready, NaN as null)."""
+    """Every number of the report, from the vote table alone (JSON-ready, NaN as null).
+
+    ``calibration_targets`` (empty: none) adds Criterion 2 with a guarantee: the certified
+    confident-majority threshold per worker set and target, and the split check of it."""
     if judge not in table.votes:
         raise ValueError(f"judge {judge!r} is not among the models {table.models}")
     if len(table.models) < 3:
@@ -475,7 +482,45 @@ def analyse(
         "selection": how,
         "by_judge": by_judge,
     }
+    if calibration_targets:
+        from speculabel.guarantee import calibrated_configs
+
+        out["calibration"] = calibrated_configs(
+            table, judge, worker_sets(table.models, judge, table), targets=calibration_targets,
+            delta=delta, splits=splits, gold=g, labels=labels,
+        )
     return _clean(out)
+
+
+def to_measure(analysis: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The selected configurations, plus the fastest calibrated one at the strictest target
+    some worker set meets (so the report shows Criterion 2's measured speedup too)."""
+    configs = list(analysis.get("selected") or [])
+    best = (analysis.get("calibration") or {}).get("best") or {}
+    for t in sorted(best, key=float, reverse=True):
+        cfg = best[t].get("config")
+        if cfg and cfg["key"] not in {c["key"] for c in configs}:
+            configs.append({**cfg, "calibrated_target": float(t)})
+        if cfg:
+            break
+    return configs
+
+
+def attach_learner_stream(analysis: dict[str, Any], path: Path | None) -> None:
+    """Put a learner-stream result (``scripts/learner_stream.py``'s JSON) into the report."""
+    if path is None:
+        return
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"learner stream file {path} not found (run "
+                                "scripts/learner_stream.py first)") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    missing = {"meta", "total", "windows"} - set(data)
+    if missing:
+        raise ValueError(f"{path}: not a learner stream result (no {', '.join(sorted(missing))})")
+    analysis["learner_stream"] = _clean({**data, "file": str(path)})
 
 
 # ---------------------------------------------------------------- 3. measured runs
@@ -673,6 +718,7 @@ def run_bench(
     progress: bool = True,
     plots: bool = True,
     interleave: bool = True,
+    learner_stream: Path | None = None,
     say: Say = _quiet,
 ) -> BenchResult:
     """Run the models into the store, analyse, measure the best configurations, write the report.
@@ -712,13 +758,14 @@ def run_bench(
     analysis = analyse(table, judge, gold=manifest.gold, labels=task.label_names,
                        thresholds=thresholds)
     analysis["bench"] = _bench_info(manifest, runs)
+    attach_learner_stream(analysis, learner_stream)
     if measure_items > 0:
         idx = list(range(min(measure_items, len(items))))
         sub = table.subset(idx)
         sub_gold = [manifest.gold[i] for i in idx] if manifest.gold is not None else None
         try:
             analysis["measured"] = measure(
-                task, [items[i] for i in idx], analysis["selected"], sub, gold=sub_gold,
+                task, [items[i] for i in idx], to_measure(analysis), sub, gold=sub_gold,
                 labels=task.label_names, loader=loader, backends=backends,
                 batch_size=batch_size, say=say,
             )
@@ -774,7 +821,8 @@ def _bench_info(manifest: Manifest, runs: Sequence[ModelRun] | None) -> dict[str
 
 def report_from_store(out_dir: Path, *, store_path: Path | None = None,
                       judge: str | None = None, plots: bool = True,
-                      thresholds: Sequence[float] | None = None) -> BenchResult:
+                      thresholds: Sequence[float] | None = None,
+                      learner_stream: Path | None = None) -> BenchResult:
     """Redo the analysis and the report from ``bench.json`` and the vote store; no model runs.
 
     Measured runs of an earlier report (``report.json``) are kept when the judge is the same.
@@ -796,6 +844,7 @@ def report_from_store(out_dir: Path, *, store_path: Path | None = None,
     analysis = analyse(table, j, gold=manifest.gold, labels=manifest.labels,
                        thresholds=thresholds or manifest.thresholds)
     analysis["bench"] = _bench_info(manifest, None)
+    attach_learner_stream(analysis, learner_stream)
     old = out_dir / "report.json"
     analysis["measured"] = {"skipped": "report redone from the store; no measured runs", "runs": []}
     if old.is_file():

@@ -143,6 +143,12 @@ def register(app: typer.Typer) -> None:
                               "other work on the machine slows them alike (default); or run "
                               "one model after the other with one model in memory."),
         ] = True,
+        learner_stream: Annotated[
+            Path | None,
+            typer.Option(help="A learner-stream result (JSON from scripts/learner_stream.py) to "
+                              "put into the report: the judge-call rate as the learning worker "
+                              "collects judge labels."),
+        ] = None,
         no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the PNG plots.")] = False,
         skip_missing_data: Annotated[
             bool,
@@ -155,7 +161,9 @@ def register(app: typer.Typer) -> None:
 
         Agreement of every model with every other and with gold; coverage, agreement, judge
         calls and speedup of every worker pair and triple under majority, unanimous and
-        confident-majority; then the real cascade of the best three against the judge alone.
+        confident-majority; Criterion 2 with a guarantee (certified thresholds at agreement
+        targets 0.8-0.95, delta 0.1, checked over 100 random calibration/test splits); then the
+        real cascade of the best three (and the best calibrated one) against the judge alone.
         Votes are cached in the vote store: rerunning continues where it stopped and costs no
         model call for what is stored. Writes OUT/report.{json,md,html} and PNG plots.
         """
@@ -175,7 +183,7 @@ def register(app: typer.Typer) -> None:
                 raise _fail("--report-only needs --out DIR (the folder of an earlier bench)")
             try:
                 res = report_from_store(out, store_path=store, judge=judge, plots=not no_plots,
-                                        thresholds=ths)
+                                        thresholds=ths, learner_stream=learner_stream)
             except (FileNotFoundError, ValueError) as e:
                 raise _fail(str(e)) from None
             _print(res.analysis, res.files)
@@ -242,9 +250,9 @@ def register(app: typer.Typer) -> None:
                 the_task, items, gold, specs, out_dir, judge=judge, store_path=store,
                 dataset=ds_info, batch_size=batch_size, thresholds=ths or DEFAULT_THRESHOLDS,
                 measure_items=measure_items, progress=not quiet, plots=not no_plots,
-                interleave=interleave, say=say,
+                interleave=interleave, learner_stream=learner_stream, say=say,
             )
-        except (BackendError, ModelError, ValueError) as e:
+        except (BackendError, ModelError, ValueError, FileNotFoundError) as e:
             raise _fail(str(e)) from None
         _print(res.analysis, res.files)
 

@@ -189,6 +189,9 @@ def tables(a: dict[str, Any]) -> list[Table]:
         out.append(Table("Measured against computed", ["note"],
                          [[str(meas.get("skipped", "not run"))]]))
 
+    out += _calibration_tables(a, gold)
+    out += _learner_tables(a)
+
     cfgs = a["configs"]
     seq = [c for c in cfgs if not c["parallel"]]
     front = set(a.get("pareto_front", []))
@@ -245,6 +248,87 @@ def tables(a: dict[str, Any]) -> list[Table]:
         out.append(Table("Best configurations with each model as the judge",
                          ["judge", *_config_headers(gold)], rows))
     return out
+
+
+def _measured_speedup(a: dict[str, Any], workers: list[str], rule: str) -> str:
+    for r in (a.get("measured") or {}).get("runs", []):
+        if list(r["workers"]) == list(workers) and r["rule"] == rule and not r["early_exit"]:
+            return times(r["measured"]["speedup"])
+    return "-"
+
+
+def _calibration_tables(a: dict[str, Any], gold: bool) -> list[Table]:
+    cal = a.get("calibration")
+    if not cal:
+        return []
+    d = cal["delta"]
+    rows = []
+    for t in cal["targets"]:
+        r = (cal.get("best") or {}).get(f"{t:g}")
+        if r is None:
+            rows.append([f"{t:g}", "no worker set meets it", *["-"] * (9 if gold else 8)])
+            continue
+        c, sc = r["config"], r["split_check"]
+        row = [f"{t:g}", " + ".join(r["workers"]), f"{r['threshold']:g}", pct(r["coverage"]),
+               pct(r["agreement_decided"]), pct(c["e2e_agreement"])]
+        if gold:
+            row.append(pct(c.get("e2e_accuracy")))
+        row += [pct(c["judge_call_rate"]), times(c["speedup"]),
+                _measured_speedup(a, r["workers"], c["rule"]), pct(sc["violation_rate"])]
+        rows.append(row)
+    h = ["target", "workers", "threshold", "coverage", "agree on decided", "e2e agree w/ judge"]
+    if gold:
+        h.append("e2e acc (gold)")
+    h += ["judge calls", "speedup computed", "measured", "violation rate"]
+    held = "held" if cal.get("guarantee_held") else "did NOT hold"
+    tables = [Table(
+        f"Criterion 2 with a guarantee: calibrated confident-majority (delta {d:g})", h, rows,
+        f"For each agreement target, the fastest worker set whose threshold the exact binomial "
+        f"fixed-sequence test certifies on all {cal['n']} bench items (reference: the judge "
+        f"{cal['reference']}); agreement on worker-decided items >= target with probability "
+        f">= {1 - d:g}. Violation rate: over {cal['splits']} random splits (calibrate on "
+        f"{100 * cal['cal_frac']:g} %, measure on the rest), the share whose held-out agreement "
+        f"on worker-decided items fell below the target; the largest over every worker set and "
+        f"target is {pct(cal['max_violation_rate'])} (must be <= {100 * d:g} %: {held}).",
+    )]
+    rows = []
+    for r in cal["rows"]:
+        sc = r["split_check"]
+        rows.append([
+            " + ".join(r["workers"]), f"{r['target']:g}",
+            f"{r['threshold']:g}" if r["feasible"] else "infeasible",
+            pct(r["judge_call_rate"]),
+            times(r["config"]["speedup"]) if r["config"] else "-",
+            pct(sc["feasible_share"]), pct(sc["mean_test_coverage"]),
+            pct(sc["mean_test_agreement"]), pct(sc["violation_rate"]),
+        ])
+    tables.append(Table(
+        "Calibrated thresholds for every worker set and target",
+        ["workers", "target", "threshold", "judge calls", "speedup", "splits feasible",
+         "held-out coverage", "held-out agreement", "violation rate"], rows,
+    ))
+    return tables
+
+
+def _learner_tables(a: dict[str, Any]) -> list[Table]:
+    ls = a.get("learner_stream")
+    if not ls:
+        return []
+    meta, total = ls["meta"], ls["total"]
+    rows = [[w["items"], str(w["labels_at_start"]), pct(w["learner_voting"]),
+             pct(w["judge_call_rate"]), str(w["decided_by_workers"]),
+             pct(w["agreement_with_judge"]), pct(w.get("accuracy_vs_gold"))]
+            for w in ls["windows"]]
+    return [Table(
+        f"Learning worker: judge-call rate as judge labels accumulate ({meta['n']} items)",
+        ["items", "judge labels at start", "learner voting", "judge-call rate",
+         "decided by workers", "agreement with reference", "accuracy vs gold"], rows,
+        f"Workers {', '.join(meta['workers'])}; reference {meta['reference']}; confident "
+        f"majority re-certified after every retrain (target {meta['target']}, delta "
+        f"{meta['delta']}). Overall judge-call rate {pct(total['judge_call_rate'])}, agreement "
+        f"on worker-decided items {pct(total['agreement_with_reference'])}. "
+        f"From {ls.get('file', '?')}.",
+    )]
 
 
 # ---------------------------------------------------------------- plots
@@ -347,11 +431,68 @@ def _plot_latency(a: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _plot_calibration(a: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cal = a["calibration"]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    sets: dict[str, list[dict[str, Any]]] = {}
+    for r in cal["rows"]:
+        sets.setdefault(" + ".join(r["workers"]), []).append(r)
+    for name, rs in sets.items():
+        rs.sort(key=lambda r: r["target"])
+        ax.plot([r["target"] for r in rs], [r["judge_call_rate"] for r in rs], marker="o",
+                label=name)
+    ax.set_xlabel(f"agreement target on worker-decided items (delta {cal['delta']:g})")
+    ax.set_ylabel("judge-call rate at the certified threshold")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"Criterion 2: judge calls needed for each target ({cal['n']} items; "
+                 f"1.0 = no threshold qualifies)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_learner(a: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ls = a["learner_stream"]
+    wins, meta = ls["windows"], ls["meta"]
+    x = [w["end"] for w in wins]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.plot(x, [w["judge_call_rate"] for w in wins], marker="o", label="judge-call rate")
+    ax.plot(x, [math.nan if w["agreement_with_judge"] is None else w["agreement_with_judge"]
+                for w in wins], marker="s", label="agreement on worker-decided items")
+    ax.axhline(meta["target"], color="gray", ls=":", label=f"target {meta['target']}")
+    ax.set_xlabel("items streamed (judge labels accumulate)")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"Learning worker: {' + '.join(meta['workers'])}; reference {meta['reference']}")
+    ax.legend(loc="lower left", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_plots(a: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     out = {k: out_dir / v for k, v in PLOTS.items()}
     _plot_agreement(a, out["agreement"])
     _plot_pareto(a, out["pareto"])
     _plot_latency(a, out["latency"])
+    if a.get("calibration"):
+        out["calibration"] = out_dir / "judge_rate_vs_target.png"
+        _plot_calibration(a, out["calibration"])
+    if a.get("learner_stream"):
+        out["learner"] = out_dir / "learner_stream.png"
+        _plot_learner(a, out["learner"])
     return out
 
 
@@ -394,6 +535,30 @@ def _headline(a: dict[str, Any]) -> list[str]:
             f"- measured {' + '.join(r['workers'])} / {r['rule']}: "
             f"{times(r['measured']['speedup'])} measured vs {times(r['computed']['speedup'])} "
             f"computed (gap {signed_pct(r['gap']['speedup_rel'])}) on {r['items']} items"
+        )
+    cal = a.get("calibration")
+    if cal:
+        for t in cal["targets"]:
+            r = (cal.get("best") or {}).get(f"{t:g}")
+            if r is None:
+                lines.append(f"- Criterion 2, target {t:g} (delta {cal['delta']:g}): no worker "
+                             "set can be certified; every item goes to the judge")
+                continue
+            lines.append(
+                f"- Criterion 2, target {t:g} (delta {cal['delta']:g}): "
+                f"{' + '.join(r['workers'])} at threshold {r['threshold']:g}, judge calls "
+                f"{pct(r['judge_call_rate'])}, speedup {times(r['config']['speedup'])} computed, "
+                f"{_measured_speedup(a, r['workers'], r['config']['rule'])} measured; held-out "
+                f"violation rate {pct(r['split_check']['violation_rate'])} over "
+                f"{cal['splits']} splits"
+            )
+    ls = a.get("learner_stream")
+    if ls:
+        w = ls["windows"]
+        lines.append(
+            f"- learning worker over {ls['meta']['n']} items: judge-call rate "
+            f"{pct(w[0]['judge_call_rate'])} in the first {w[0]['items']}, "
+            f"{pct(w[-1]['judge_call_rate'])} in the last ({w[-1]['items']})"
         )
     return lines
 
@@ -474,4 +639,4 @@ def headline_tables(a: dict[str, Any]) -> Sequence[Table]:
     """The tables the CLI prints at the end of a bench."""
     ts = tables(a)
     return [t for t in ts if t.title.startswith(("Models", "Agreement matrix", "Selected",
-                                                 "Measured"))]
+                                                 "Measured", "Criterion 2", "Learning worker"))]

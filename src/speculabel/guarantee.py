@@ -1,0 +1,136 @@
+"""Criterion 2 inside the bench: calibrated thresholds, and how often their promise fails.
+
+From a bench's stored votes alone (no model call), with the judge as the reference: for each
+worker set, the confident-majority threshold that ``speculabel calibrate`` would certify at each
+agreement target (same exact binomial test), what that costs (judge-call rate, computed
+speedup), and an empirical check of the guarantee: over many random calibration/test splits of
+the bench items, the share of splits whose agreement on the worker-decided *test* items falls
+below the target.  That share should not exceed ``delta``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from speculabel.calibrate import agreement_flags, calibrate_threshold, policy_scores
+from speculabel.metrics import VoteTable, simulate
+from speculabel.policy import ConfidentMajority
+
+DEFAULT_TARGETS = (0.8, 0.85, 0.9, 0.95)
+
+
+def rule_support(table: VoteTable, workers: Sequence[str], judge: str) -> tuple[np.ndarray,
+                                                                               np.ndarray]:
+    """Each item's confident-majority support (``-inf`` where no majority) and whether the
+    workers' majority label equals the judge's."""
+    votes = [[table.votes[w][i] for w in workers] for i in range(table.n)]
+    scores, labels = policy_scores(ConfidentMajority(0.0), votes, len(workers))
+    return scores, agreement_flags(labels, table.labels(judge))
+
+
+def split_check(
+    scores: np.ndarray,
+    agree: np.ndarray,
+    target: float,
+    delta: float,
+    *,
+    splits: int,
+    cal_frac: float,
+    seed: int,
+    method: str = "fixed-sequence",
+) -> dict[str, Any]:
+    """Calibrate on a random ``cal_frac`` of the items, measure on the rest, ``splits`` times."""
+    rng = np.random.default_rng(seed)
+    n = len(scores)
+    n_cal = max(1, min(n - 1, round(cal_frac * n)))
+    violated = feasible = 0
+    coverage: list[float] = []
+    agreement: list[float] = []
+    thresholds: list[float] = []
+    for _ in range(splits):
+        perm = rng.permutation(n)
+        c, t = perm[:n_cal], perm[n_cal:]
+        res = calibrate_threshold(scores[c], agree[c], target, delta, method=method)
+        if not res.feasible or res.threshold is None:
+            coverage.append(0.0)
+            continue
+        feasible += 1
+        thresholds.append(res.threshold)
+        acc = scores[t] >= res.threshold
+        coverage.append(float(acc.mean()))
+        if acc.any():
+            a = float(agree[t][acc].mean())
+            agreement.append(a)
+            violated += a < target
+    return {
+        "splits": splits,
+        "calibration_items": int(n_cal),
+        "test_items": int(n - n_cal),
+        "feasible_share": feasible / splits,
+        "violation_rate": violated / splits,
+        "mean_threshold": float(np.mean(thresholds)) if thresholds else None,
+        "mean_test_coverage": float(np.mean(coverage)),
+        "mean_test_agreement": float(np.mean(agreement)) if agreement else None,
+        "min_test_agreement": float(np.min(agreement)) if agreement else None,
+    }
+
+
+def calibrated_configs(
+    table: VoteTable,
+    judge: str,
+    worker_sets: Sequence[Sequence[str]],
+    *,
+    targets: Sequence[float] = DEFAULT_TARGETS,
+    delta: float = 0.1,
+    method: str = "fixed-sequence",
+    splits: int = 100,
+    cal_frac: float = 0.5,
+    seed: int = 0,
+    gold: Sequence[str | None] | None = None,
+    labels: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """For every worker set and target: the certified threshold on all the bench items, the
+    cascade it gives (simulated from stored votes), and the split check of the guarantee."""
+    rows: list[dict[str, Any]] = []
+    for ws in worker_sets:
+        scores, agree = rule_support(table, ws, judge)
+        for target in targets:
+            res = calibrate_threshold(scores, agree, target, delta, method=method)
+            row: dict[str, Any] = {
+                "workers": list(ws), "target": target, "feasible": res.feasible,
+                "threshold": res.threshold, "bound": res.bound, "shortfall": res.shortfall,
+                "message": res.message(), "coverage": res.coverage,
+                "agreement_decided": res.agreement, "judge_call_rate": 1.0 - res.coverage,
+                "config": None,
+            }
+            if res.feasible and res.threshold is not None:
+                sim = simulate(table, ws, judge, ConfidentMajority(res.threshold), gold=gold,
+                               labels=labels)
+                row["config"] = sim.to_json()
+            row["split_check"] = split_check(scores, agree, target, delta, splits=splits,
+                                             cal_frac=cal_frac, seed=seed, method=method)
+            rows.append(row)
+    best: dict[str, Any] = {}
+    for target in targets:
+        ok = [r for r in rows if r["target"] == target and r["config"] is not None]
+        if ok:
+            best[f"{target:g}"] = max(ok, key=lambda r: _num(r["config"]["speedup"]))
+    worst = max((r["split_check"]["violation_rate"] for r in rows), default=0.0)
+    return {
+        "reference": judge, "rule": "confident-majority", "delta": delta, "method": method,
+        "targets": list(targets), "splits": splits, "cal_frac": cal_frac, "n": table.n,
+        "rows": rows, "best": best, "max_violation_rate": worst,
+        "guarantee_held": worst <= delta,
+    }
+
+
+def _num(x: Any) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return -math.inf
+    return v if math.isfinite(v) else -math.inf
