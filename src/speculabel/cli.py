@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from speculabel.cli_options import IdOpt, TextAOpt, TextBOpt, TextOpt
 from speculabel.config import (
     DEFAULT_JUDGE,
     DEFAULT_WORKERS,
@@ -61,10 +62,10 @@ def classify(
         str | None,
         typer.Option(help="Built-in task (sentiment, similar-ticket) or a task TOML file."),
     ] = None,
-    text_column: Annotated[str | None, typer.Option(help="Column with the text (single-text tasks).")] = None,
-    text_a_column: Annotated[str | None, typer.Option(help="Column with the first text (pair tasks).")] = None,
-    text_b_column: Annotated[str | None, typer.Option(help="Column with the second text (pair tasks).")] = None,
-    id_column: Annotated[str | None, typer.Option(help="Column with item ids (default: row number).")] = None,
+    text_column: TextOpt = None,
+    text_a_column: TextAOpt = None,
+    text_b_column: TextBOpt = None,
+    id_column: IdOpt = None,
     workers: Annotated[
         str | None,
         typer.Option(

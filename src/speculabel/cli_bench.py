@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from speculabel.cli_options import IdOpt, TextAOpt, TextBOpt, TextOpt
+
 DATASET_TASKS = {"tweeteval": "sentiment", "banking77-pairs": "similar-ticket"}
 
 
@@ -98,14 +100,10 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(help="Built-in task or task TOML (default for --dataset: its task)."),
         ] = None,
-        text_column: Annotated[str | None, typer.Option(help="Column with the text.")] = None,
-        text_a_column: Annotated[
-            str | None, typer.Option(help="Column with the first text.")
-        ] = None,
-        text_b_column: Annotated[
-            str | None, typer.Option(help="Column with the second text.")
-        ] = None,
-        id_column: Annotated[str | None, typer.Option(help="Column with item ids.")] = None,
+        text_column: TextOpt = None,
+        text_a_column: TextAOpt = None,
+        text_b_column: TextBOpt = None,
+        id_column: IdOpt = None,
         gold_column: Annotated[
             str | None, typer.Option(help="Column with gold labels (optional).")
         ] = None,

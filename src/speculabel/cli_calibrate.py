@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
+from speculabel.cli_options import IdOpt, TextAOpt, TextBOpt, TextOpt
+
 DATASET_SPECS = ("tweeteval:val", "tweeteval:test", "banking77-pairs")
 EXIT_INFEASIBLE = 1
 
@@ -153,10 +155,10 @@ def calibrate(
         typer.Option(help="Vote store: a votes.sqlite file, or a bench --out directory "
                      "[default: $SPECULABEL_HOME/votes.sqlite]."),
     ] = None,
-    text_column: Annotated[str | None, typer.Option(help="Column with the text.")] = None,
-    text_a_column: Annotated[str | None, typer.Option(help="First text (pair tasks).")] = None,
-    text_b_column: Annotated[str | None, typer.Option(help="Second text (pair tasks).")] = None,
-    id_column: Annotated[str | None, typer.Option(help="Column with item ids.")] = None,
+    text_column: TextOpt = None,
+    text_a_column: TextAOpt = None,
+    text_b_column: TextBOpt = None,
+    id_column: IdOpt = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N items.")] = None,
     early_exit: Annotated[bool, typer.Option(help="Write early_exit = true.")] = False,
     report: Annotated[
