@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test lint typecheck bench-sentiment bench-tickets clean
+.PHONY: setup demo test lint typecheck bench-sentiment bench-tickets learner-stream clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,22 @@ lint:
 
 typecheck:
 	$(BIN)/mypy
+
+# The learning worker (issue 5): a stream of STREAM_N TweetEval test tweets with the judge's real
+# labels. The judge labels every tweet once (about 45 min on 2 cores; stored, so a rerun takes
+# minutes); calibrate exits 1 when its 0.8 target cannot be certified, which is a result here.
+# Then the curve goes into the sentiment bench report (run make bench-sentiment first).
+STREAM_N ?= 3000
+STORE ?=
+PYBIN ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+learner-stream:
+	$(SPECULABEL) calibrate tweeteval:test:$(STREAM_N) --task sentiment --workers vader,gemma3-270m \
+	  --judge qwen2.5-1.5b --target 0.8 -o bench-out/calibration/cascade-stream.toml \
+	  --report bench-out/calibration/calibrate-stream.json $(if $(STORE),--votes $(STORE),) || test $$? -eq 1
+	$(PYBIN) scripts/learner_stream.py --n $(STREAM_N) --with-vader --target 0.8 --tag judge-t0.8 \
+	  --out bench-out/calibration $(if $(STORE),--store $(STORE),)
+	$(SPECULABEL) bench --report-only --out bench-out/sentiment $(if $(STORE),--store $(STORE),) \
+	  --learner-stream bench-out/calibration/learner_stream-judge-t0.8.json
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

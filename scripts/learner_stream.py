@@ -19,8 +19,7 @@ The judge's labels come from the vote store (``--store``; computed by ``speculab
 
 Writes ``learner_stream[-TAG].json``, ``.md`` and ``.png`` to ``--out`` and prints the table.
 
-    python scripts/learner_stream.py --store bench-out/calibration/votes.sqlite --n 3000 \
-        --target 0.9 --with-vader
+    python scripts/learner_stream.py --n 3000 --target 0.8 --with-vader   # or: make learner-stream
 """
 
 from __future__ import annotations
@@ -215,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=3000)
     ap.add_argument("--reference", choices=("judge", "gold"), default="judge")
     ap.add_argument("--judge", default="qwen2.5-1.5b")
-    ap.add_argument("--store", type=Path, default=Path("bench-out/calibration/votes.sqlite"))
+    ap.add_argument("--store", type=Path, default=None,
+                    help="vote store with the judge's votes (default: the CLI's, "
+                         "$SPECULABEL_HOME/votes.sqlite)")
     ap.add_argument("--target", type=float, default=0.9)
     ap.add_argument("--delta", type=float, default=0.1)
     ap.add_argument("--method", default="fixed-sequence", choices=cal.METHODS)
@@ -245,8 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     items, gold = list(ds.items), list(ds.gold)
     if args.reference == "judge":
+        from speculabel.bench import default_store_path
         from speculabel.votestore import VoteStore
 
+        args.store = args.store or default_store_path()
         if not args.store.exists():
             say(f"no vote store at {args.store}: run the judge first (speculabel calibrate / "
                 "bench), or use --reference gold")
