@@ -145,6 +145,7 @@ class LlamaCppBackend(Backend):
         # the task prefix evaluated on its own at positions 0.. (None: the cache holds no such)
         self._canon: list[int] | None = None
         self._prefixes: dict[str, list[int]] = {}  # task fingerprint -> static prefix tokens
+        self._controls: list[str] | None = None
         #: tokens run through the model so far (prefix reuse shows here, whatever the CPU load)
         self.tokens_evaluated = 0
         self._fingerprint: str | None = None
@@ -228,10 +229,32 @@ class LlamaCppBackend(Backend):
         after = text.split(marker, 1)[1].strip() if marker in text else ""
         return after.split()[0] if after else self._token_text(self._llm.token_eos())
 
+    def control_texts(self) -> list[str]:
+        """The texts of the model's control and user-defined tokens (``<|im_end|>``, ...), longest
+        first: tokenizing a chat prompt with ``special=True`` would read them as control tokens
+        even inside an item's text."""
+        if self._controls is None:
+            lc = self._lc
+            vocab = lc.llama_model_get_vocab(self._llm.model)
+            flags = lc.LLAMA_TOKEN_ATTR_CONTROL | lc.LLAMA_TOKEN_ATTR_USER_DEFINED
+            found = {self._token_text(t) for t in range(self._n_vocab)
+                     if lc.llama_vocab_get_attr(vocab, t) & flags}
+            self._controls = sorted((t for t in found if len(t) >= 2), key=len, reverse=True)
+        return self._controls
+
+    def defuse(self, text: str) -> str:
+        """``text`` with every control-token string broken by a word joiner (U+2060) after its
+        first character, so an item can never close the user turn or forge a reply; text
+        without such strings is returned unchanged."""
+        for ct in self.control_texts():
+            if ct in text:
+                text = text.replace(ct, ct[0] + "\u2060" + ct[1:])
+        return text
+
     def render(self, task: Task, fields: dict[str, str]) -> str:
         """The prompt text for one item (before any label)."""
         if self.is_chat:
-            msgs = task.chat_messages(fields)
+            msgs = task.chat_messages({k: self.defuse(v) for k, v in fields.items()})
             return str(self._formatter(messages=msgs).prompt)
         return task.completion_prompt(fields)
 
