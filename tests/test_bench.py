@@ -198,6 +198,29 @@ def test_bench_end_to_end_with_scripted_models(tmp_path: Path) -> None:
     assert base64.b64decode(png)[:4] == b"\x89PNG"
 
 
+def test_rerun_reuses_votes_and_measured_runs(tmp_path: Path) -> None:
+    """The same bench again makes no model call: votes from the store, measured runs from the
+    last report (same models, items and configurations); --remeasure times them again."""
+    first, _ = _bench(tmp_path)
+    items, gold, answers = make_world(40)
+    again = backends_for(answers)
+    kw = dict(store_path=tmp_path / "v.sqlite", progress=False, measure_items=16,
+              thresholds=[0.5, 0.9], dataset={"name": "synthetic"})
+    res = run_bench(SENTIMENT, items, gold, ["tiny", "small", "mid", "judge"], tmp_path / "out",
+                    backends=again, **kw)  # type: ignore[arg-type]
+    assert sum(x.calls for x in again.values()) == 0
+    assert res.analysis["measured"] == first.analysis["measured"]  # type: ignore[attr-defined]
+    fresh = backends_for(answers)
+    run_bench(SENTIMENT, items, gold, ["tiny", "small", "mid", "judge"], tmp_path / "out",
+              backends=fresh, remeasure=True, **kw)  # type: ignore[arg-type]
+    assert sum(x.calls for x in fresh.values()) > 0
+    # other items: measured anew
+    other = backends_for(answers)
+    run_bench(SENTIMENT, items[:30], gold[:30], ["tiny", "small", "mid", "judge"],
+              tmp_path / "out", backends=other, **kw)  # type: ignore[arg-type]
+    assert sum(x.calls for x in other.values()) > 0
+
+
 def test_report_from_store_needs_no_model(tmp_path: Path) -> None:
     _, b = _bench(tmp_path, measure=0)
     calls = sum(x.calls for x in b.values())

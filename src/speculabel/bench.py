@@ -719,11 +719,14 @@ def run_bench(
     plots: bool = True,
     interleave: bool = True,
     learner_stream: Path | None = None,
+    remeasure: bool = False,
     say: Say = _quiet,
 ) -> BenchResult:
     """Run the models into the store, analyse, measure the best configurations, write the report.
 
-    ``measure_items`` = 0 skips the measured runs.
+    ``measure_items`` = 0 skips the measured runs.  Measured runs of an earlier bench in
+    ``out_dir`` with the same models, items and configurations are reused (a rerun makes no
+    model call), unless ``remeasure``.
     """
     from speculabel.report import write_report
 
@@ -763,12 +766,21 @@ def run_bench(
         idx = list(range(min(measure_items, len(items))))
         sub = table.subset(idx)
         sub_gold = [manifest.gold[i] for i in idx] if manifest.gold is not None else None
+        configs = to_measure(analysis)
+        sig = _measure_signature(manifest, runs, configs, idx)
+        prev = None if remeasure else _previous_measured(out_dir, sig)
         try:
-            analysis["measured"] = measure(
-                task, [items[i] for i in idx], to_measure(analysis), sub, gold=sub_gold,
-                labels=task.label_names, loader=loader, backends=backends,
-                batch_size=batch_size, say=say,
-            )
+            if prev is not None:
+                say("measured runs: reusing those of the previous bench (same models, items and "
+                    "configurations; --remeasure to time them again)")
+                analysis["measured"] = prev
+            else:
+                analysis["measured"] = measure(
+                    task, [items[i] for i in idx], configs, sub, gold=sub_gold,
+                    labels=task.label_names, loader=loader, backends=backends,
+                    batch_size=batch_size, say=say,
+                )
+                analysis["measured"]["signature"] = sig
             analysis["measured"]["selection"] = analysis["selection"]
         except ImportError as e:
             analysis["measured"] = {"skipped": f"the cascade is not available: {e}", "runs": []}
@@ -782,6 +794,31 @@ def run_bench(
                                 "runs": []}
     files = write_report(analysis, out_dir, plots=plots)
     return BenchResult(out_dir, manifest, runs, analysis, files)
+
+
+def _measure_signature(manifest: Manifest, runs: Sequence[ModelRun],
+                       configs: Sequence[Mapping[str, Any]], idx: Sequence[int]) -> str:
+    """What a measured run depends on: the model files, the items, the configurations."""
+    import hashlib
+
+    blob = json.dumps({
+        "task": manifest.task_fingerprint,
+        "models": sorted((r.spec, r.fingerprint) for r in runs),
+        "items": [manifest.item_keys[i] for i in idx],
+        "configs": sorted(str(c["key"]) for c in configs),
+    }, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
+
+
+def _previous_measured(out_dir: Path, signature: str) -> dict[str, Any] | None:
+    path = out_dir / "report.json"
+    try:
+        prev = json.loads(path.read_text(encoding="utf-8")).get("measured") or {}
+    except (OSError, ValueError):
+        return None
+    if prev.get("signature") == signature and prev.get("runs"):
+        return dict(prev)
+    return None
 
 
 def environment() -> dict[str, Any]:

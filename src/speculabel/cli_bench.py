@@ -129,6 +129,12 @@ def register(app: typer.Typer) -> None:
             int,
             typer.Option(help="Items for the measured runs of the best configurations (0: skip)."),
         ] = 100,
+        remeasure: Annotated[
+            bool,
+            typer.Option("--remeasure", help="Time the measured runs again even when the last "
+                                             "bench in OUT measured the same models, items and "
+                                             "configurations (reused by default)."),
+        ] = False,
         report_only: Annotated[
             bool,
             typer.Option("--report-only", help="Redo analysis and report from OUT/bench.json and "
@@ -248,7 +254,8 @@ def register(app: typer.Typer) -> None:
                 the_task, items, gold, specs, out_dir, judge=judge, store_path=store,
                 dataset=ds_info, batch_size=batch_size, thresholds=ths or DEFAULT_THRESHOLDS,
                 measure_items=measure_items, progress=not quiet, plots=not no_plots,
-                interleave=interleave, learner_stream=learner_stream, say=say,
+                interleave=interleave, learner_stream=learner_stream, remeasure=remeasure,
+                say=say,
             )
         except (BackendError, ModelError, ValueError, FileNotFoundError) as e:
             raise _fail(str(e)) from None
