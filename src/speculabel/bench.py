@@ -46,6 +46,7 @@ from speculabel.votestore import VoteStore, item_key
 DEFAULT_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 TARGET_AGREEMENT = 0.8
 CALIBRATION_TARGETS = (0.8, 0.85, 0.9, 0.95)
+MEASURED_TARGETS = (0.9, 0.95)  # calibrated configurations that the bench also runs for real
 MANIFEST = "bench.json"
 
 Loader = Callable[[str], Backend]
@@ -492,17 +493,16 @@ def analyse(
     return _clean(out)
 
 
-def to_measure(analysis: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The selected configurations, plus the fastest calibrated one at the strictest target
-    some worker set meets (so the report shows Criterion 2's measured speedup too)."""
+def to_measure(analysis: Mapping[str, Any],
+               targets: Sequence[float] = MEASURED_TARGETS) -> list[dict[str, Any]]:
+    """The selected configurations, plus the fastest calibrated one at each of ``targets``
+    that some worker set meets (so the report shows Criterion 2's measured speedup too)."""
     configs = list(analysis.get("selected") or [])
     best = (analysis.get("calibration") or {}).get("best") or {}
-    for t in sorted(best, key=float, reverse=True):
-        cfg = best[t].get("config")
+    for t in targets:
+        cfg = (best.get(f"{t:g}") or {}).get("config")
         if cfg and cfg["key"] not in {c["key"] for c in configs}:
             configs.append({**cfg, "calibrated_target": float(t)})
-        if cfg:
-            break
     return configs
 
 
