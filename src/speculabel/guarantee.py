@@ -20,7 +20,7 @@ from speculabel.calibrate import agreement_flags, calibrate_threshold, policy_sc
 from speculabel.metrics import VoteTable, simulate
 from speculabel.policy import ConfidentMajority
 
-DEFAULT_TARGETS = (0.8, 0.85, 0.9, 0.95)
+DEFAULT_TARGETS = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
 
 
 def rule_support(table: VoteTable, workers: Sequence[str], judge: str) -> tuple[np.ndarray,
