@@ -500,9 +500,10 @@ def to_measure(analysis: Mapping[str, Any],
     configs = list(analysis.get("selected") or [])
     best = (analysis.get("calibration") or {}).get("best") or {}
     for t in targets:
-        cfg = (best.get(f"{t:g}") or {}).get("config")
-        if cfg and cfg["key"] not in {c["key"] for c in configs}:
-            configs.append({**cfg, "calibrated_target": float(t)})
+        for method, by_target in best.items():
+            cfg = (by_target.get(f"{t:g}") or {}).get("config")
+            if cfg and cfg["key"] not in {c["key"] for c in configs}:
+                configs.append({**cfg, "calibrated_target": float(t), "method": method})
     return configs
 
 

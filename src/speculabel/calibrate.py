@@ -60,6 +60,7 @@ is certified on the rest, so the guarantee is untouched by the fitting.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -111,6 +112,7 @@ def binom_cdf(k: int, n: int, p: float) -> float:
     return float(min(1.0, math.exp(m) * np.exp(logpmf - m).sum()))
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a threshold sweep asks for the same (k, n) again and again
 def binom_p_value(k: int, n: int, eps: float) -> float:
     """p-value of "disagreement rate > eps" after seeing ``k`` disagreements in ``n`` items.
 
@@ -122,6 +124,7 @@ def binom_p_value(k: int, n: int, eps: float) -> float:
     return binom_cdf(k, n, eps)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def binom_upper_bound(k: int, n: int, delta: float) -> float:
     """One-sided Clopper-Pearson upper bound on a rate at confidence ``1 - delta``.
 
