@@ -180,7 +180,7 @@ def test_bench_end_to_end_with_scripted_models(tmp_path: Path) -> None:
     # the three selected, plus the fastest calibrated configuration when one is certified
     keys = {c["key"] for c in data["selected"]}
     extra = {b["config"]["key"] for by_t in data["calibration"]["best"].values()
-             for t, b in by_t.items() if t in ("0.9", "0.95")} - keys
+             for t, b in by_t.items() if t in ("0.8", "0.9", "0.95")} - keys
     assert meas["items"] == 16 and len(meas["runs"]) == 3 + len(extra)
     for r in meas["runs"]:
         assert r["same_final_label_as_computed"] == 1.0
