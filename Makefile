@@ -37,7 +37,8 @@ typecheck:
 # The learning worker (issue 5): a stream of STREAM_N TweetEval test tweets with the judge's real
 # labels. The judge labels every tweet once (about 45 min on 2 cores; stored, so a rerun takes
 # minutes); calibrate exits 1 when its 0.8 target cannot be certified, which is a result here.
-# Then the curve goes into the sentiment bench report (run make bench-sentiment first).
+# The same stream with gold labels as a perfect judge shows what a better judge would allow.
+# Both curves go into the sentiment bench report (run make bench-sentiment first).
 STREAM_N ?= 3000
 STORE ?=
 PYBIN ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
@@ -47,8 +48,11 @@ learner-stream:
 	  --report bench-out/calibration/calibrate-stream.json $(if $(STORE),--votes $(STORE),) || test $$? -eq 1
 	$(PYBIN) scripts/learner_stream.py --n $(STREAM_N) --with-vader --target 0.8 --tag judge-t0.8 \
 	  --out bench-out/calibration $(if $(STORE),--store $(STORE),)
+	$(PYBIN) scripts/learner_stream.py --reference gold --n $(STREAM_N) --with-vader --target 0.8 \
+	  --tag gold-t0.8 --out bench-out/calibration
 	$(SPECULABEL) bench --report-only --out bench-out/sentiment $(if $(STORE),--store $(STORE),) \
-	  --learner-stream bench-out/calibration/learner_stream-judge-t0.8.json
+	  --learner-stream bench-out/calibration/learner_stream-judge-t0.8.json \
+	  --learner-stream bench-out/calibration/learner_stream-gold-t0.8.json
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

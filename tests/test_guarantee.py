@@ -135,12 +135,13 @@ def test_analyse_adds_calibration_and_measures_the_calibrated_config(tmp_path: P
                            "learner_voting": 1.0}]}
     path = tmp_path / "stream.json"
     path.write_text(json.dumps(stream))
-    attach_learner_stream(a, path)
+    attach_learner_stream(a, [path, path])
+    assert len(a["learner_streams"]) == 2
     a["measured"] = {"skipped": "not in this test", "runs": []}
     files = write_report(a, tmp_path / "out")
     md = files["md"].read_text()
     assert "Criterion 2 with a guarantee" in md and "Learning worker" in md
-    assert "| 251-500 | 250 | 100.0 % | 60.0 % | 100 |" in md
+    assert md.count("| 251-500 | 250 | 100.0 % | 60.0 % | 100 |") == 2
     assert files["png_calibration"].read_bytes()[:4] == b"\x89PNG"
     assert files["png_learner"].read_bytes()[:4] == b"\x89PNG"
     assert files["html"].read_text().count("data:image/png;base64,") == 5

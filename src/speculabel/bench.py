@@ -507,21 +507,26 @@ def to_measure(analysis: Mapping[str, Any],
     return configs
 
 
-def attach_learner_stream(analysis: dict[str, Any], path: Path | None) -> None:
-    """Put a learner-stream result (``scripts/learner_stream.py``'s JSON) into the report."""
-    if path is None:
+def attach_learner_stream(analysis: dict[str, Any], paths: Sequence[Path] | Path | None) -> None:
+    """Put learner-stream results (``scripts/learner_stream.py``'s JSON) into the report."""
+    if paths is None:
         return
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"learner stream file {path} not found (run "
-                                "scripts/learner_stream.py first)") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    missing = {"meta", "total", "windows"} - set(data)
-    if missing:
-        raise ValueError(f"{path}: not a learner stream result (no {', '.join(sorted(missing))})")
-    analysis["learner_stream"] = _clean({**data, "file": str(path)})
+    streams: list[dict[str, Any]] = []
+    for path in [paths] if isinstance(paths, Path) else paths:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"learner stream file {path} not found (run "
+                                    "scripts/learner_stream.py first)") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        missing = {"meta", "total", "windows"} - set(data)
+        if missing:
+            raise ValueError(
+                f"{path}: not a learner stream result (no {', '.join(sorted(missing))})")
+        streams.append(_clean({**data, "file": str(path)}))
+    if streams:
+        analysis["learner_streams"] = [*analysis.get("learner_streams", []), *streams]
 
 
 # ---------------------------------------------------------------- 3. measured runs
@@ -719,7 +724,7 @@ def run_bench(
     progress: bool = True,
     plots: bool = True,
     interleave: bool = True,
-    learner_stream: Path | None = None,
+    learner_stream: Sequence[Path] | Path | None = None,
     remeasure: bool = False,
     say: Say = _quiet,
 ) -> BenchResult:
@@ -860,7 +865,7 @@ def _bench_info(manifest: Manifest, runs: Sequence[ModelRun] | None) -> dict[str
 def report_from_store(out_dir: Path, *, store_path: Path | None = None,
                       judge: str | None = None, plots: bool = True,
                       thresholds: Sequence[float] | None = None,
-                      learner_stream: Path | None = None) -> BenchResult:
+                      learner_stream: Sequence[Path] | Path | None = None) -> BenchResult:
     """Redo the analysis and the report from ``bench.json`` and the vote store; no model runs.
 
     Measured runs of an earlier report (``report.json``) are kept when the judge is the same.

@@ -148,10 +148,10 @@ def register(app: typer.Typer) -> None:
                               "one model after the other with one model in memory."),
         ] = True,
         learner_stream: Annotated[
-            Path | None,
+            list[Path] | None,
             typer.Option(help="A learner-stream result (JSON from scripts/learner_stream.py) to "
                               "put into the report: the judge-call rate as the learning worker "
-                              "collects judge labels."),
+                              "collects judge labels. Repeat for several."),
         ] = None,
         no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the PNG plots.")] = False,
         skip_missing_data: Annotated[

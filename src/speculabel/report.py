@@ -321,24 +321,24 @@ def _calibration_tables(a: dict[str, Any], gold: bool) -> list[Table]:
 
 
 def _learner_tables(a: dict[str, Any]) -> list[Table]:
-    ls = a.get("learner_stream")
-    if not ls:
-        return []
-    meta, total = ls["meta"], ls["total"]
-    rows = [[w["items"], str(w["labels_at_start"]), pct(w["learner_voting"]),
-             pct(w["judge_call_rate"]), str(w["decided_by_workers"]),
-             pct(w["agreement_with_judge"]), pct(w.get("accuracy_vs_gold"))]
-            for w in ls["windows"]]
-    return [Table(
-        f"Learning worker: judge-call rate as judge labels accumulate ({meta['n']} items)",
-        ["items", "judge labels at start", "learner voting", "judge-call rate",
-         "decided by workers", "agreement with reference", "accuracy vs gold"], rows,
-        f"Workers {', '.join(meta['workers'])}; reference {meta['reference']}; confident "
-        f"majority re-certified after every retrain (target {meta['target']}, delta "
-        f"{meta['delta']}). Overall judge-call rate {pct(total['judge_call_rate'])}, agreement "
-        f"on worker-decided items {pct(total['agreement_with_reference'])}. "
-        f"From {ls.get('file', '?')}.",
-    )]
+    tables = []
+    for ls in a.get("learner_streams") or []:
+        meta, total = ls["meta"], ls["total"]
+        rows = [[w["items"], str(w["labels_at_start"]), pct(w["learner_voting"]),
+                 pct(w["judge_call_rate"]), str(w["decided_by_workers"]),
+                 pct(w["agreement_with_judge"]), pct(w.get("accuracy_vs_gold"))]
+                for w in ls["windows"]]
+        tables.append(Table(
+            f"Learning worker: judge-call rate as labels accumulate ({meta['n']} items, "
+            f"reference {meta['reference']})",
+            ["items", "labels at start", "learner voting", "judge-call rate",
+             "decided by workers", "agreement with reference", "accuracy vs gold"], rows,
+            f"Workers {', '.join(meta['workers'])}; confident majority re-certified after every "
+            f"retrain (target {meta['target']}, delta {meta['delta']}). Overall judge-call rate "
+            f"{pct(total['judge_call_rate'])}, agreement on worker-decided items "
+            f"{pct(total['agreement_with_reference'])}. From {ls.get('file', '?')}.",
+        ))
+    return tables
 
 
 # ---------------------------------------------------------------- plots
@@ -454,18 +454,23 @@ def _plot_calibration(a: dict[str, Any], path: Path) -> None:
 
 
 def _plot_learner(a: dict[str, Any], path: Path) -> None:
-    ls = a["learner_stream"]
-    wins, meta = ls["windows"], ls["meta"]
-    x = [w["end"] for w in wins]
-    with _figure(path, (8, 4.5)) as (_fig, ax):
-        ax.plot(x, [w["judge_call_rate"] for w in wins], marker="o", label="judge-call rate")
-        ax.plot(x, [math.nan if w["agreement_with_judge"] is None else w["agreement_with_judge"]
-                    for w in wins], marker="s", label="agreement on worker-decided items")
-        ax.axhline(meta["target"], color="gray", ls=":", label=f"target {meta['target']}")
-        ax.set_xlabel("items streamed (judge labels accumulate)")
+    with _figure(path, (8, 4.8)) as (_fig, ax):
+        for k, ls in enumerate(a["learner_streams"]):
+            wins, meta = ls["windows"], ls["meta"]
+            x = [w["end"] for w in wins]
+            ref = meta["reference"]
+            line = ax.plot(x, [w["judge_call_rate"] for w in wins], marker="o",
+                           label=f"judge-call rate (reference {ref})")[0]
+            ax.plot(x, [math.nan if w["agreement_with_judge"] is None
+                        else w["agreement_with_judge"] for w in wins], marker="s", ls="--",
+                    color=line.get_color(), alpha=0.7, label=f"agreement, decided ({ref})")
+            if k == 0:
+                ax.axhline(meta["target"], color="gray", ls=":", label=f"target {meta['target']}")
+        ax.set_xlabel("items streamed (labels accumulate)")
         ax.set_ylim(0, 1.02)
-        ax.set_title(f"Learning worker: {' + '.join(meta['workers'])}; reference {meta['reference']}")
-        ax.legend(loc="lower left", fontsize=8)
+        ax.set_title("The learning worker (" + " + ".join(a["learner_streams"][0]["meta"]["workers"])
+                     + ")")
+        ax.legend(loc="lower left", fontsize=7)
         ax.grid(alpha=0.3)
 
 
@@ -477,7 +482,7 @@ def write_plots(a: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     if a.get("calibration"):
         out["calibration"] = out_dir / "judge_rate_vs_target.png"
         _plot_calibration(a, out["calibration"])
-    if a.get("learner_stream"):
+    if a.get("learner_streams"):
         out["learner"] = out_dir / "learner_stream.png"
         _plot_learner(a, out["learner"])
     return out
@@ -541,13 +546,13 @@ def _headline(a: dict[str, Any]) -> list[str]:
                 )
             lines.append(f"- Criterion 2, target {t:g} (delta {cal['delta']:g}): "
                          + "; ".join(parts))
-    ls = a.get("learner_stream")
-    if ls:
+    for ls in a.get("learner_streams") or []:
         w = ls["windows"]
         lines.append(
-            f"- learning worker over {ls['meta']['n']} items: judge-call rate "
-            f"{pct(w[0]['judge_call_rate'])} in the first {w[0]['items']}, "
-            f"{pct(w[-1]['judge_call_rate'])} in the last ({w[-1]['items']})"
+            f"- learning worker over {ls['meta']['n']} items, reference "
+            f"{ls['meta']['reference']}: judge-call rate {pct(w[0]['judge_call_rate'])} in the "
+            f"first {w[0]['items']}, {pct(w[-1]['judge_call_rate'])} in the last "
+            f"({w[-1]['items']})"
         )
     return lines
 
