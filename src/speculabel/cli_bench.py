@@ -149,7 +149,8 @@ def register(app: typer.Typer) -> None:
         ] = True,
         learner_stream: Annotated[
             list[Path] | None,
-            typer.Option(help="A learner-stream result (JSON from scripts/learner_stream.py) to "
+            typer.Option(metavar="FILE.json",
+                         help="A learner-stream result (JSON from scripts/learner_stream.py) to "
                               "put into the report: the judge-call rate as the learning worker "
                               "collects judge labels. Repeat for several."),
         ] = None,
