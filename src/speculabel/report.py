@@ -263,13 +263,17 @@ def _calibration_tables(a: dict[str, Any], gold: bool) -> list[Table]:
     if not cal:
         return []
     d = cal["delta"]
+    h = ["method", "target", "workers", "threshold", "coverage", "agree on decided",
+         "e2e agree w/ judge"]
+    if gold:
+        h.append("e2e acc (gold)")
+    h += ["judge calls", "speedup computed", "measured", "violation rate"]
     rows = []
-    width = 10 if gold else 9
     for method in cal["methods"]:
         for t in cal["targets"]:
             r = (cal.get("best") or {}).get(method, {}).get(f"{t:g}")
             if r is None:
-                rows.append([method, f"{t:g}", "no worker set meets it", *["-"] * (width - 1)])
+                rows.append([method, f"{t:g}", "no worker set meets it", *["-"] * (len(h) - 3)])
                 continue
             c, sc = r["config"], r["split_check"]
             row = [method, f"{t:g}", " + ".join(r["workers"]), f"{r['threshold']:g}",
@@ -280,11 +284,6 @@ def _calibration_tables(a: dict[str, Any], gold: bool) -> list[Table]:
                     _measured_speedup(a, r["workers"], c["rule"]),
                     pct(sc["population_violation_rate"])]
             rows.append(row)
-    h = ["method", "target", "workers", "threshold", "coverage", "agree on decided",
-         "e2e agree w/ judge"]
-    if gold:
-        h.append("e2e acc (gold)")
-    h += ["judge calls", "speedup computed", "measured", "violation rate"]
     held = "held" if cal.get("guarantee_held") else "did NOT hold"
     tables = [Table(
         f"Criterion 2 with a guarantee: calibrated confident-majority (delta {d:g})", h, rows,
