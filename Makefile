@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test lint typecheck bench-sentiment bench-tickets learner-stream clean
+.PHONY: setup demo test test-fast lint typecheck bench-sentiment bench-tickets learner-stream clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,14 @@ test: setup
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
+# The edit-test loop (after one `make setup`): lint, types and every test that needs no real
+# model and no server, in about a minute.
+test-fast:
+	@test -x $(BIN)/speculabel || { echo "run 'make setup' once first"; exit 2; }
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -m "not slow and not server"
+
 lint:
 	$(BIN)/ruff check src tests scripts
 
@@ -47,10 +55,10 @@ learner-stream:
 	  --judge qwen2.5-1.5b --target 0.8 -o bench-out/calibration/cascade-stream.toml \
 	  --report bench-out/calibration/calibrate-stream.json $(if $(STORE),--votes $(STORE),) || test $$? -eq 1
 	$(PYBIN) scripts/learner_stream.py --n $(STREAM_N) --with-vader --target 0.8 --tag judge-t0.8 \
-	  --out bench-out/calibration $(if $(STORE),--store $(STORE),)
+	  --out bench-out/calibration $(if $(STORE),--votes $(STORE),)
 	$(PYBIN) scripts/learner_stream.py --reference gold --n $(STREAM_N) --with-vader --target 0.8 \
 	  --tag gold-t0.8 --out bench-out/calibration
-	$(SPECULABEL) bench --report-only --out bench-out/sentiment $(if $(STORE),--store $(STORE),) \
+	$(SPECULABEL) bench --report-only --out bench-out/sentiment $(if $(STORE),--votes $(STORE),) \
 	  --learner-stream bench-out/calibration/learner_stream-judge-t0.8.json \
 	  --learner-stream bench-out/calibration/learner_stream-gold-t0.8.json
 

@@ -15,19 +15,14 @@ import pytest
 from typer.testing import CliRunner
 
 from speculabel.backends.base import Backend, BackendError
-from speculabel.bench import (
-    Manifest,
-    report_from_store,
-    run_bench,
-    run_models,
-    select_best,
-    sweep,
-    vote_table,
-)
-from speculabel.metrics import VoteTable
+from speculabel.bench.analyse import select_best, sweep
+from speculabel.bench.core import report_from_store, run_bench
+from speculabel.bench.manifest import Manifest, vote_table
+from speculabel.bench.run import run_models
+from speculabel.bench.simulate import VoteTable
+from speculabel.io.votes import VoteStore, item_key
 from speculabel.records import Item, Vote
-from speculabel.task import SENTIMENT, SIMILAR_TICKET, Task
-from speculabel.votestore import VoteStore
+from speculabel.tasks import SENTIMENT, SIMILAR_TICKET, Task
 
 LABELS = ["negative", "neutral", "positive"]
 
@@ -109,8 +104,7 @@ def test_run_models_is_resumable_and_cached(tmp_path: Path) -> None:
     assert sum(x.calls for x in b3.values()) == 0  # a second bench costs no model call
     assert all(r.scored == 0 for r in runs)
     stored = store.get_many_stored("scripted:judge", SENTIMENT.fingerprint(),
-                                   [__import__("speculabel.votestore").votestore.item_key(
-                                       SENTIMENT, items[0])])
+                                   [item_key(SENTIMENT, items[0])])
     (s,) = stored.values()
     assert s.vote.latency_s == pytest.approx(0.2) and s.cpu_s is not None and s.cpu_s >= 0
     store.close()
@@ -236,6 +230,29 @@ def test_report_from_store_needs_no_model(tmp_path: Path) -> None:
     assert table.n == 40 and not any(missing.values())
 
 
+def test_a_redone_report_keeps_measured_runs_only_of_what_it_would_measure(
+    tmp_path: Path
+) -> None:
+    # before: report_from_store kept the old measured runs whenever the judge's name was the
+    # same, even when the manifest now names other model files (a bench rerun with a new
+    # model, stopped before it measured): stale timings beside new numbers
+    res, _ = _bench(tmp_path, measure=8)
+    measured = res.analysis["measured"]  # type: ignore[attr-defined]
+    assert measured["runs"]
+    same = report_from_store(tmp_path / "out", plots=False)
+    assert same.analysis["measured"]["runs"] == measured["runs"]  # same signature: kept
+    manifest = Manifest.load(tmp_path / "out")
+    manifest.models[0]["fingerprint"] = "a-new-model-file"
+    manifest.save(tmp_path / "out")
+    with VoteStore(tmp_path / "v.sqlite") as store:  # its votes, under the new fingerprint
+        old = store.get_many("scripted:tiny", SENTIMENT.fingerprint(), manifest.item_keys)
+        store.put_many("a-new-model-file", SENTIMENT.fingerprint(), list(old.items()))
+    other = report_from_store(tmp_path / "out", plots=False)
+    assert other.analysis["judge"] == "judge"
+    assert other.analysis["measured"]["runs"] == []
+    assert "other models, items or configurations" in other.analysis["measured"]["skipped"]
+
+
 def test_selection_rule() -> None:
     items, gold, answers = make_world(60)
     table = VoteTable({k: b.score(SENTIMENT, items) for k, b in backends_for(answers).items()})
@@ -359,9 +376,9 @@ def test_cli_bench_on_a_csv_with_gold(tmp_path: Path, monkeypatch: pytest.Monkey
     r = CliRunner().invoke(_app(), [  # type: ignore[arg-type]
         "bench", str(path), "--task", "sentiment", "--text-column", "tweet",
         "--gold-column", "label", "--models", "tiny,small,judge", "--out", str(out),
-        "--store", str(tmp_path / "v.sqlite"), "--measure-items", "4", "--no-plots", "--quiet"])
+        "--votes", str(tmp_path / "v.sqlite"), "--measure-items", "4", "--no-plots", "--quiet"])
     assert r.exit_code == 0, r.output
-    assert "skipped row 13" in r.output
+    assert "row 13: empty text" in r.output
     data = json.loads((out / "report.json").read_text())
     assert data["n"] == 12 and data["has_gold"]
     assert data["models"]["judge"]["accuracy"] == pytest.approx(
@@ -371,7 +388,7 @@ def test_cli_bench_on_a_csv_with_gold(tmp_path: Path, monkeypatch: pytest.Monkey
     bad = CliRunner().invoke(_app(), [  # type: ignore[arg-type]
         "bench", str(path), "--task", "sentiment", "--text-column", "tweet",
         "--gold-column", "tweet", "--models", "tiny,small,judge", "--out", str(out),
-        "--store", str(tmp_path / "v.sqlite")])
+        "--votes", str(tmp_path / "v.sqlite")])
     assert bad.exit_code == 2 and "does not know" in bad.output
 
 
@@ -393,7 +410,7 @@ def _need_models(*names: str) -> None:
 def test_bench_real_models(tmp_path: Path) -> None:
     """smollm2-135m + VADER as workers, qwen2.5-0.5b as judge, 5 tweets, through the CLI."""
     _need_models("smollm2-135m", "qwen2.5-0.5b")
-    from speculabel.datasets import DataMissing, shared_data_dir
+    from speculabel.io.datasets import DataMissing, shared_data_dir
 
     try:
         shared_data_dir("tweeteval-sentiment")
@@ -402,7 +419,7 @@ def test_bench_real_models(tmp_path: Path) -> None:
     out, store = tmp_path / "out", tmp_path / "v.sqlite"
     args = ["bench", "--dataset", "tweeteval", "--limit", "5",
             "--models", "vader,smollm2-135m,qwen2.5-0.5b", "--out", str(out),
-            "--store", str(store), "--measure-items", "4", "--quiet"]
+            "--votes", str(store), "--measure-items", "4", "--quiet"]
     r = CliRunner().invoke(_app(), args)  # type: ignore[arg-type]
     assert r.exit_code == 0, r.output
     data = json.loads((out / "report.json").read_text())

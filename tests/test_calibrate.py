@@ -10,8 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speculabel import calibrate as cal
-from speculabel.config import load_config
+from speculabel.calibration.choose import choose_model_calibration
+from speculabel.calibration.offsets import contextual_offsets
+from speculabel.calibration.temperature import apply_calibration, fit_temperature
+from speculabel.calibration.weights import reliability_weights
+from speculabel.cascade.config import load_config, save_config
+from speculabel.certify.binomial import min_items, p_value, upper_bound
+from speculabel.certify.plan import plan_cascade
+from speculabel.certify.scores import CalibrationData, calibrated_votes, evaluate_rule, policy_scores
+from speculabel.certify.threshold import calibrate_threshold, max_feasible_target
 from speculabel.policy import make_policy
 from speculabel.records import Item, Vote
 
@@ -23,19 +30,16 @@ def _cdf_brute(k: int, n: int, p: float) -> float:
 
 
 @pytest.mark.parametrize(("k", "n", "p"), [(0, 1, 0.3), (3, 10, 0.2), (7, 40, 0.1), (20, 50, 0.5)])
-def test_binom_cdf_matches_the_definition(k: int, n: int, p: float) -> None:
-    assert cal.binom_cdf(k, n, p) == pytest.approx(_cdf_brute(k, n, p), rel=1e-9, abs=1e-15)
+def test_p_value_is_the_binomial_cdf(k: int, n: int, p: float) -> None:
+    assert p_value(k, n, p) == pytest.approx(_cdf_brute(k, n, p), rel=1e-9, abs=1e-15)
 
 
-@pytest.mark.parametrize("exact", [True, False])
 @pytest.mark.parametrize(("k", "n", "delta"), [(0, 10, 0.1), (3, 50, 0.1), (10, 1000, 0.05),
                                                (40, 100, 0.2)])
 def test_upper_bound_is_the_clopper_pearson_quantile(
-    k: int, n: int, delta: float, exact: bool, monkeypatch: pytest.MonkeyPatch
+    k: int, n: int, delta: float
 ) -> None:
-    if exact:  # the pure bisection, without scipy
-        monkeypatch.setattr(cal, "_scipy_beta_ppf", lambda: None)
-    ub = cal.binom_upper_bound(k, n, delta)
+    ub = upper_bound(k, n, delta)
     assert k / n <= ub <= 1
     # by definition P(Bin(n, ub) <= k) = delta
     assert _cdf_brute(k, n, ub) == pytest.approx(delta, rel=1e-6)
@@ -44,16 +48,16 @@ def test_upper_bound_is_the_clopper_pearson_quantile(
 
 
 def test_upper_bound_edge_cases() -> None:
-    assert cal.binom_upper_bound(0, 0, 0.1) == 1.0
-    assert cal.binom_upper_bound(5, 5, 0.1) == 1.0
+    assert upper_bound(0, 0, 0.1) == 1.0
+    assert upper_bound(5, 5, 0.1) == 1.0
     with pytest.raises(ValueError):
-        cal.binom_upper_bound(1, 5, 0.0)
+        upper_bound(1, 5, 0.0)
 
 
 def test_min_items_is_where_a_clean_sample_first_passes() -> None:
-    n = cal.min_items(0.95, 0.1)
+    n = min_items(0.95, 0.1)
     assert n == 45
-    assert cal.binom_p_value(0, n, 0.05) <= 0.1 < cal.binom_p_value(0, n - 1, 0.05)
+    assert p_value(0, n, 0.05) <= 0.1 < p_value(0, n - 1, 0.05)
 
 
 # --------------------------------------------------------------------------- the threshold search
@@ -68,7 +72,7 @@ def _two_bands(n_hi: int, n_lo: int, lo_agree: int) -> tuple[np.ndarray, np.ndar
 
 def test_threshold_search_known_answer() -> None:
     scores, agree = _two_bands(100, 100, 50)
-    res = cal.calibrate_threshold(scores, agree, target=0.9, delta=0.1)
+    res = calibrate_threshold(scores, agree, target=0.9, delta=0.1)
     # the loose band (50% agreement) can never be admitted; the strict band passes easily
     assert res.feasible
     assert res.threshold == pytest.approx(0.605)  # the loosest grid point above 0.6
@@ -82,14 +86,14 @@ def test_threshold_search_known_answer() -> None:
 
 def test_loose_threshold_when_everything_agrees() -> None:
     scores, agree = _two_bands(100, 100, 100)
-    res = cal.calibrate_threshold(scores, agree, target=0.9, delta=0.1)
+    res = calibrate_threshold(scores, agree, target=0.9, delta=0.1)
     assert res.threshold == 0.0 and res.coverage == 1.0
 
 
 def test_never_accepted_items_count_against_coverage() -> None:
     scores = np.r_[np.full(100, 0.9), np.full(100, -np.inf), np.full(50, np.nan)]
     agree = np.r_[np.ones(100, bool), np.zeros(150, bool)]
-    res = cal.calibrate_threshold(scores, agree, target=0.9, delta=0.1)
+    res = calibrate_threshold(scores, agree, target=0.9, delta=0.1)
     assert res.threshold == 0.0
     assert res.coverage == pytest.approx(100 / 250)
 
@@ -98,7 +102,7 @@ def test_no_threshold_qualifies_says_by_how_much() -> None:
     rng = np.random.default_rng(1)
     scores = rng.random(400)
     agree = rng.random(400) < 0.7  # 70% agreement at every confidence level
-    res = cal.calibrate_threshold(scores, agree, target=0.95, delta=0.1)
+    res = calibrate_threshold(scores, agree, target=0.95, delta=0.1)
     assert not res.feasible
     assert res.threshold is None and res.coverage == 0.0 and res.agreement is None
     assert 0.0 < res.best_bound < 0.95
@@ -106,22 +110,22 @@ def test_no_threshold_qualifies_says_by_how_much() -> None:
     assert res.shortfall > 0.1
     msg = res.message()
     assert "no threshold meets the target" in msg and "short by" in msg
-    best = cal.max_feasible_target(scores, agree, 0.1)
+    best = max_feasible_target(scores, agree, 0.1)
     assert best is not None and best < 0.95
-    assert cal.calibrate_threshold(scores, agree, best, 0.1).feasible
-    assert not cal.calibrate_threshold(scores, agree, best + 0.01, 0.1).feasible
+    assert calibrate_threshold(scores, agree, best, 0.1).feasible
+    assert not calibrate_threshold(scores, agree, best + 0.01, 0.1).feasible
 
 
 def test_too_few_confident_items_is_infeasible() -> None:
     # 30 perfect items cannot certify 95% at delta 0.1 (45 needed), however clean they are
     scores = np.r_[np.full(30, 0.99), np.full(200, 0.3)]
     agree = np.r_[np.ones(30, bool), np.zeros(200, bool)]
-    res = cal.calibrate_threshold(scores, agree, target=0.95, delta=0.1)
+    res = calibrate_threshold(scores, agree, target=0.95, delta=0.1)
     assert not res.feasible
     # ... while 45 are enough
     scores = np.r_[np.full(45, 0.99), np.full(200, 0.3)]
     agree = np.r_[np.ones(45, bool), np.zeros(200, bool)]
-    res = cal.calibrate_threshold(scores, agree, target=0.95, delta=0.1)
+    res = calibrate_threshold(scores, agree, target=0.95, delta=0.1)
     assert res.feasible and res.threshold == pytest.approx(0.305)
 
 
@@ -129,16 +133,16 @@ def test_sequence_starts_at_the_first_testable_threshold() -> None:
     # a handful of items at the very top do not stop the sequence before it starts
     scores = np.r_[np.full(5, 1.0), np.full(200, 0.8), np.full(100, 0.2)]
     agree = np.r_[np.zeros(5, bool), np.ones(200, bool), np.zeros(100, bool)]
-    res = cal.calibrate_threshold(scores, agree, target=0.9, delta=0.1)
+    res = calibrate_threshold(scores, agree, target=0.9, delta=0.1)
     assert res.feasible and res.threshold == pytest.approx(0.205)
 
 
 def test_fixed_sequence_stops_at_the_first_failure_bonferroni_does_not() -> None:
     scores = np.r_[np.full(100, 0.9), np.full(50, 0.7), np.full(2000, 0.5)]
     agree = np.r_[np.ones(100, bool), np.zeros(50, bool), np.ones(2000, bool)]
-    fst = cal.calibrate_threshold(scores, agree, target=0.9, delta=0.1)
+    fst = calibrate_threshold(scores, agree, target=0.9, delta=0.1)
     assert fst.threshold == pytest.approx(0.705)  # stopped at the bad band
-    bonf = cal.calibrate_threshold(scores, agree, target=0.9, delta=0.1, method="bonferroni")
+    bonf = calibrate_threshold(scores, agree, target=0.9, delta=0.1, method="bonferroni")
     assert bonf.threshold == 0.0  # 50 / 2150 disagree overall: certified with Bonferroni
 
 
@@ -146,19 +150,19 @@ def test_fixed_sequence_is_at_least_as_loose_as_bonferroni_on_monotone_data() ->
     rng = np.random.default_rng(3)
     s = rng.random(1500)
     agree = rng.random(1500) < 0.5 + 0.5 * s
-    fst = cal.calibrate_threshold(s, agree, 0.9, 0.1)
-    bonf = cal.calibrate_threshold(s, agree, 0.9, 0.1, method="bonferroni")
+    fst = calibrate_threshold(s, agree, 0.9, 0.1)
+    bonf = calibrate_threshold(s, agree, 0.9, 0.1, method="bonferroni")
     assert fst.feasible and bonf.feasible
     assert fst.coverage >= bonf.coverage
 
 
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError):
-        cal.calibrate_threshold([0.5], [True], target=1.0, delta=0.1)
+        calibrate_threshold([0.5], [True], target=1.0, delta=0.1)
     with pytest.raises(ValueError):
-        cal.calibrate_threshold([0.5], [True, False], target=0.9, delta=0.1)
+        calibrate_threshold([0.5], [True, False], target=0.9, delta=0.1)
     with pytest.raises(ValueError):
-        cal.calibrate_threshold([0.5], [True], target=0.9, delta=0.1, method="magic")
+        calibrate_threshold([0.5], [True], target=0.9, delta=0.1, method="magic")
 
 
 # --------------------------------------------------------------------------- the guarantee
@@ -177,7 +181,7 @@ def test_guarantee_holds_empirically_on_synthetic_data(method: str) -> None:
     for _ in range(trials):
         s = rng.random(n)
         agree = rng.random(n) < 0.55 + 0.45 * s
-        res = cal.calibrate_threshold(s, agree, target, delta, method=method)
+        res = calibrate_threshold(s, agree, target, delta, method=method)
         if res.feasible:
             feasible += 1
             assert res.threshold is not None
@@ -199,7 +203,7 @@ def test_guarantee_on_held_out_samples() -> None:
     for _ in range(60):
         idx = rng.permutation(len(s))
         c, t = idx[:1000], idx[1000:]
-        res = cal.calibrate_threshold(s[c], agree[c], target, delta)
+        res = calibrate_threshold(s[c], agree[c], target, delta)
         if res.feasible:
             assert res.threshold is not None
             acc = s[t] >= res.threshold
@@ -219,11 +223,11 @@ def test_policy_scores_follow_the_rules() -> None:
     b = _v("b", {"neg": 0.7, "pos": 0.3})
     c = _v("c", {"neg": 0.2, "pos": 0.8})
     rows = [[a, b], [a, c], [a, Vote.abstain("b", "down")]]
-    scores, labels = cal.policy_scores(make_policy("confident-majority", 0.0), rows)
+    scores, labels = policy_scores(make_policy("confident-majority", 0.0), rows)
     assert scores[0] == pytest.approx(0.8) and labels[0] == "neg"
     assert scores[1] == -np.inf  # a tie is never accepted
     assert scores[2] == -np.inf  # one answer of two workers
-    w_scores, w_labels = cal.policy_scores(make_policy("weighted", 0.0, weights={"a": 3, "c": 1}),
+    w_scores, w_labels = policy_scores(make_policy("weighted", 0.0, weights={"a": 3, "c": 1}),
                                            rows[:2])
     assert w_labels[1] == "neg"
     assert w_scores[1] == pytest.approx((3 * 0.9 + 1 * 0.2) / 4)
@@ -240,20 +244,20 @@ def test_contextual_offsets_and_their_effect() -> None:
     def score(items: Sequence[Item]) -> list[Vote]:
         return [_v("m", dict(zip(labels, np.exp(bias), strict=True))) for _ in items]
 
-    off = cal.contextual_offsets(score, ["text"])
+    off = contextual_offsets(score, ["text"])
     assert set(off) == set(labels)
     assert sum(off.values()) == pytest.approx(0.0, abs=1e-5)
     assert off["positive"] > off["neutral"] > off["negative"]
     # an item the model rates 0.25/0.25/0.5 (mildly positive, less than its bias) flips
     v = _v("m", {"negative": 0.25, "neutral": 0.25, "positive": 0.5})
-    (cv,) = cal.apply_calibration([v], off)
+    (cv,) = apply_calibration([v], off)
     assert v.label == "positive" and cv.label == "negative"
     assert sum(cv.probs.values()) == pytest.approx(1.0)
 
 
 def test_contextual_offsets_need_an_answer() -> None:
     with pytest.raises(ValueError):
-        cal.contextual_offsets(lambda items: [Vote.abstain("m", "empty") for _ in items], ["t"])
+        contextual_offsets(lambda items: [Vote.abstain("m", "empty") for _ in items], ["t"])
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -274,21 +278,21 @@ def _overconfident(n: int, temperature: float, seed: int = 0) -> tuple[list[Vote
 
 def test_fit_temperature_recovers_overconfidence() -> None:
     votes, y = _overconfident(3000, 3.0)
-    t = cal.fit_temperature(votes, y, ["a", "b", "c"])
+    t = fit_temperature(votes, y, ["a", "b", "c"])
     assert t == pytest.approx(3.0, rel=0.15)
     votes, y = _overconfident(3000, 1.0, seed=1)
-    assert cal.fit_temperature(votes, y, ["a", "b", "c"]) == pytest.approx(1.0, rel=0.15)
+    assert fit_temperature(votes, y, ["a", "b", "c"]) == pytest.approx(1.0, rel=0.15)
 
 
 def test_choose_model_calibration_keeps_what_helps() -> None:
     labels = ["a", "b", "c"]
     votes, y = _overconfident(1500, 3.0)
-    mc = cal.choose_model_calibration("m", votes, y, labels)
+    mc = choose_model_calibration("m", votes, y, labels)
     assert mc.report["kept"]["temperature"] and mc.temperature > 2
     assert mc.to_config() == {"temperature": mc.temperature}
     # offsets that push every vote towards "a" lower accuracy: dropped
     harmful = {"a": -3.0, "b": 1.5, "c": 1.5}
-    mc = cal.choose_model_calibration("m", votes, y, labels, harmful)
+    mc = choose_model_calibration("m", votes, y, labels, harmful)
     assert mc.offsets is None and not mc.report["kept"]["offsets"]
     # a model biased towards "c" is fixed by offsets measuring that bias: kept
     bias = np.array([0.0, 0.0, 2.0])
@@ -297,7 +301,7 @@ def test_choose_model_calibration_keeps_what_helps() -> None:
     y2 = [labels[int(i)] for i in z.argmax(axis=1)]
     biased = [_v("m", dict(zip(labels, p, strict=True))) for p in _softmax(z + bias)]
     helpful = {"a": -2 / 3, "b": -2 / 3, "c": 4 / 3}
-    mc = cal.choose_model_calibration("m", biased, y2, labels, helpful)
+    mc = choose_model_calibration("m", biased, y2, labels, helpful)
     assert mc.offsets == helpful
     assert mc.report["contextual"]["accuracy"] > mc.report["raw"]["accuracy"]
 
@@ -309,7 +313,7 @@ def test_reliability_weights() -> None:
     coin = [_v("coin", {"a": 0.6, "b": 0.4})] * 100  # always "a": 50% on two labels = chance
     worse = [_v("worse", {"a": 0.1, "b": 0.9}) if r == "a" else _v("worse", {"a": 0.9, "b": 0.1})
              for r in ref]
-    w = cal.reliability_weights({"good": good, "coin": coin, "worse": worse}, ref, 2)
+    w = reliability_weights({"good": good, "coin": coin, "worse": worse}, ref, 2)
     assert w["good"] > 3
     assert w["coin"] == pytest.approx(0.0, abs=1e-9)
     assert w["worse"] == 0.0
@@ -318,7 +322,7 @@ def test_reliability_weights() -> None:
 # --------------------------------------------------------------------------- plan and config
 
 
-def _synthetic_cascade(n: int, seed: int) -> cal.CalibrationData:
+def _synthetic_cascade(n: int, seed: int) -> CalibrationData:
     """Two workers that are right more often when confident; the reference is known."""
     labels = ["neg", "pos"]
     rng = np.random.default_rng(seed)
@@ -335,22 +339,19 @@ def _synthetic_cascade(n: int, seed: int) -> cal.CalibrationData:
             votes.append(_v(name, {lab: conf, other: 1 - conf}))
         rows.append(votes)
         ref.append(truth)
-    return cal.CalibrationData(labels, ["w1", "w2"], rows, ref)
+    return CalibrationData(labels, ["w1", "w2"], rows, ref)
 
 
 @pytest.mark.parametrize("policy", ["confident-majority", "weighted", "auto"])
 def test_plan_write_and_read_back(policy: str, tmp_path: Path) -> None:
     data = _synthetic_cascade(1500, 0)
-    plan = cal.plan_cascade(data, 0.9, 0.1, policy=policy, model_calibration="auto")
+    plan = plan_cascade(data, 0.9, 0.1, policy=policy, model_calibration="auto")
     assert plan.result.feasible, plan.result.message()
     assert plan.n_fit == 450 and plan.n_test == 1050
     if plan.policy == "weighted":
         assert plan.weights["w1"] > plan.weights["w2"] > 0
-    out = cal.write_config(
-        tmp_path / "cascade.toml", task="sentiment", workers=data.workers, judge="big",
-        policy=plan.policy, threshold=plan.threshold, weights=plan.weights,
-        calibration=plan.calibration_table(), comment="calibrated\nin a test",
-    )
+    cfg = plan.to_config(task="sentiment", workers=data.workers, judge="big")
+    out = save_config(cfg, tmp_path / "cascade.toml", comment="calibrated\nin a test")
     text = out.read_text()
     assert text.startswith("# calibrated\n# in a test\n")
     raw = tomllib.loads(text)
@@ -359,33 +360,34 @@ def test_plan_write_and_read_back(policy: str, tmp_path: Path) -> None:
     assert raw["early_exit"] is False
     cfg = load_config(out)  # what classify reads
     assert cfg.threshold == plan.threshold
-    assert cfg.calibration == plan.calibration_table()
+    assert {k: v.model_dump(exclude_defaults=True) for k, v in cfg.calibration.items()} == \
+        plan.calibration_table()
     # the rule classify builds from the file decides exactly like the calibration said
     rule = make_policy(cfg.policy, cfg.threshold, weights=cfg.weights)
-    votes = cal.calibrated_votes(data, plan.calibration)
+    votes = calibrated_votes(data, plan.calibration)
     decided = sum(rule.decide(v, 2).accepted for v in votes)
-    ev = cal.evaluate_rule(data, plan.policy, plan.threshold, weights=plan.weights,
+    ev = evaluate_rule(data, plan.policy, plan.threshold, weights=plan.weights,
                            calibration=plan.calibration)
     assert decided == ev["decided"]
 
 
 def test_plan_infeasible_and_fresh_data_meets_target() -> None:
     data = _synthetic_cascade(1500, 1)
-    plan = cal.plan_cascade(data, 0.999, 0.1)
+    plan = plan_cascade(data, 0.999, 0.1)
     assert not plan.result.feasible and plan.threshold is None
     assert plan.result.shortfall > 0
-    plan = cal.plan_cascade(data, 0.9, 0.1)
-    fresh = cal.evaluate_rule(_synthetic_cascade(5000, 2), plan.policy, plan.threshold)
+    plan = plan_cascade(data, 0.9, 0.1)
+    fresh = evaluate_rule(_synthetic_cascade(5000, 2), plan.policy, plan.threshold)
     assert fresh["agreement"] >= 0.9 - 0.01
     assert fresh["coverage"] == pytest.approx(plan.result.coverage, abs=0.05)
 
 
-def test_write_config_rejects_bad_settings(tmp_path: Path) -> None:
-    from speculabel.config import ConfigError
+def test_config_rejects_bad_settings() -> None:
+    from speculabel.cascade.config import ConfigError, make_config
 
-    with pytest.raises(ConfigError):
-        cal.write_config(tmp_path / "c.toml", task="sentiment", workers=["a", "b", "c", "d"], judge="j",
-                         policy="confident-majority", threshold=0.5)
+    with pytest.raises(ConfigError, match="one to three workers"):
+        make_config({"task": "sentiment", "workers": ["a", "b", "c", "d"], "judge": "j",
+                     "policy": "confident-majority", "threshold": 0.5})
 
 
 def test_fallback_recovers_from_a_noisy_strict_end() -> None:
@@ -395,8 +397,8 @@ def test_fallback_recovers_from_a_noisy_strict_end() -> None:
     s = rng.random(2000)
     agree = np.where(s > 0.5, rng.random(2000) < 0.95, rng.random(2000) < 0.5)
     agree[np.argsort(-s)[:10]] = False  # a bad top: the strict end is hopeless
-    fst = cal.calibrate_threshold(s, agree, 0.9, 0.1)
-    fb = cal.calibrate_threshold(s, agree, 0.9, 0.1, method="fallback")
+    fst = calibrate_threshold(s, agree, 0.9, 0.1)
+    fb = calibrate_threshold(s, agree, 0.9, 0.1, method="fallback")
     assert not fst.feasible
     assert fb.feasible and fb.coverage > 0.3
     assert fb.bound is not None and fb.bound >= 0.9
@@ -405,7 +407,7 @@ def test_fallback_recovers_from_a_noisy_strict_end() -> None:
 @pytest.mark.parametrize("method", ["fixed-sequence", "fallback"])
 def test_fallback_and_fixed_sequence_agree_on_clean_data(method: str) -> None:
     scores, agree = _two_bands(300, 300, 150)
-    res = cal.calibrate_threshold(scores, agree, 0.9, 0.1, method=method)
+    res = calibrate_threshold(scores, agree, 0.9, 0.1, method=method)
     assert res.threshold == pytest.approx(0.605) and res.coverage == pytest.approx(0.5)
 
 
@@ -464,8 +466,8 @@ def test_calibrate_command_bad_input(tmp_path: Path) -> None:
 def test_infeasible_because_the_sequence_stopped_says_so() -> None:
     scores = np.r_[np.full(100, 0.9), np.full(2000, 0.5)]
     agree = np.r_[np.arange(100) < 70, np.ones(2000, bool)]  # a bad strict end, a good rest
-    res = cal.calibrate_threshold(scores, agree, 0.9, 0.1)
+    res = calibrate_threshold(scores, agree, 0.9, 0.1)
     assert not res.feasible and res.stopped_at == 0.9
     assert res.best_bound > 0.9 and res.shortfall == 0.0
     assert "--method fallback" in res.message()
-    assert cal.calibrate_threshold(scores, agree, 0.9, 0.1, method="fallback").feasible
+    assert calibrate_threshold(scores, agree, 0.9, 0.1, method="fallback").feasible

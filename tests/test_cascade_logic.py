@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from speculabel.backends.base import Backend, FunctionBackend
-from speculabel.cascade import Cascade
+from speculabel.cascade.run import Cascade
 from speculabel.policy import ConfidentMajority, Majority
 from speculabel.records import Item, Vote
-from speculabel.task import SENTIMENT, Task
+from speculabel.tasks import SENTIMENT, Task
 
 ITEMS = [Item(str(i), {"text": t}) for i, t in enumerate(["good", "bad", "meh", "good bad"])]
 
@@ -85,7 +85,8 @@ class Down(Backend):
         return "down"
 
     def score(self, task: Task, items: Sequence[Item]) -> list[Vote]:
-        return [Vote.abstain("down", "unavailable: connection refused") for _ in items]
+        return [Vote.abstain("down", "unavailable: connection refused", retryable=True)
+                for _ in items]
 
 
 def test_judge_down_leaves_items_pending() -> None:
@@ -93,6 +94,22 @@ def test_judge_down_leaves_items_pending() -> None:
     recs = c.classify(ITEMS)
     assert {r.id for r in recs} == {"0", "1"}  # worker-decided only
     assert c.stats.pending == 2
+
+
+def test_a_judge_abstention_that_is_not_retryable_is_a_final_error_record() -> None:
+    class Refuses(Backend):
+        spec = "refuses"
+
+        def fingerprint(self) -> str:
+            return "refuses"
+
+        def score(self, task: Task, items: Sequence[Item]) -> list[Vote]:
+            return [Vote.abstain("refuses", "unavailable: but said as text only") for _ in items]
+
+    c = Cascade(SENTIMENT, [rule(A), rule(B)], Refuses(), Majority())
+    recs = {r.id: r for r in c.classify(ITEMS)}
+    # only the typed flag leaves an item pending; a message that merely says so does not
+    assert c.stats.pending == 0 and recs["2"].error_kind == "judge" and recs["2"].label is None
 
 
 def test_worker_down_abstains_and_rule_uses_the_rest() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from speculabel.datasets import shared_data_dir
+from speculabel.io.datasets import shared_data_dir
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ def cli(*args: str) -> list[str]:
 
 
 def read(out: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in out.read_text().splitlines()]
+    return [r for r in map(json.loads, out.read_text().splitlines()) if "speculabel" not in r]
 
 
 def test_classify_kill_and_resume(
@@ -55,13 +55,13 @@ def test_classify_kill_and_resume(
         "classify", str(tweets_csv), "-o", str(out), "--task", "sentiment",
         "--text-column", "tweet", "--id-column", "tweet_id",
         "--workers", WORKERS, "--judge", JUDGE, "--batch-size", "2", "-q",
-        "--cache", str(tmp_path / "votes.sqlite"),
+        "--votes", str(tmp_path / "votes.sqlite"),
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     while time.time() < deadline:
-        if out.exists() and len(out.read_text().splitlines()) >= 8:
+        if out.exists() and len(out.read_text().splitlines()) >= 9:  # header + 8 records
             break
         if proc.poll() is not None:
             pytest.fail(f"classify ended early: {proc.stderr.read().decode() if proc.stderr else ''}")
@@ -71,9 +71,10 @@ def test_classify_kill_and_resume(
     first = read(out)
     assert 8 <= len(first) < 25, "the kill should land mid-run"
 
-    res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    loud = [a for a in args if a != "-q"]  # the resume note is shown without --quiet
+    res = subprocess.run(loud, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
-    assert "resuming" not in res.stdout or "already in" in res.stdout
+    assert f"resuming: {len(first)} of 25 rows already in" in res.stderr
     recs = read(out)
     ids = [r["id"] for r in recs]
     assert len(ids) == len(set(ids)) == 25
@@ -109,7 +110,7 @@ def test_config_file_and_summary(tweets_csv: Path, tmp_path: Path, smollm2_path:
     out = tmp_path / "o.jsonl"
     res = subprocess.run(
         cli("classify", str(tweets_csv), "-o", str(out), "--config", str(cfg), "--text-column",
-            "tweet", "--limit", "6", "--no-cache"),
+            "tweet", "--limit", "6", "--no-votes"),
         capture_output=True, text=True, timeout=300,
     )
     assert res.returncode == 0, res.stderr
@@ -133,16 +134,28 @@ def test_learning_worker_lives_beside_the_results(
         return subprocess.run(cli(
             "classify", str(tweets_csv), "-o", str(out), "--task", "sentiment",
             "--text-column", "tweet", "--id-column", "tweet_id", "--limit", str(limit),
-            "--workers", "vader,learner:minilm", "--judge", "smollm2-135m", "--no-cache",
+            "--workers", "vader,learner:minilm", "--judge", "smollm2-135m", "--no-votes",
         ), capture_output=True, text=True, timeout=600)
 
     res = run(4)
     assert res.returncode == 0, res.stderr
     where = tmp_path / "out.jsonl.learner-minilm"
-    assert f"keeps its judge labels and model in {where}" in res.stderr
+    assert f"keeps its labels and model in {where}" in res.stderr
     # too few labels to vote: every item went to the judge and came back as a label
     assert len((where / "examples.jsonl").read_text().splitlines()) == 4
     res = run(7)
     assert res.returncode == 0, res.stderr
     assert len(read(out)) == 7
     assert len((where / "examples.jsonl").read_text().splitlines()) == 7
+
+
+def test_quiet_means_quiet_llama_cpp_included(tmp_path: Path, gemma_path: Path,
+                                             smollm2_path: Path) -> None:
+    # before: llama.cpp wrote "llama_kv_cache_iswa: using full-size SWA cache ..." under -q
+    inp = tmp_path / "in.csv"
+    inp.write_text("text\nI love it\nawful day\n")
+    res = subprocess.run(cli("classify", str(inp), "-o", str(tmp_path / "o.jsonl"),
+                             "--workers", "gemma3-270m,vader", "--judge", "smollm2-135m", "-q",
+                             "--no-votes"), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "llama" not in res.stderr.lower() and "summary" in res.stderr

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from speculabel import datasets
-from speculabel.datasets import (
+from speculabel.io import datasets
+from speculabel.io.datasets import (
     DataMissing,
     banking77_pairs,
     hard_intent_pairs,

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speculabel.bench import analyse, attach_learner_stream, to_measure
-from speculabel.guarantee import calibrated_configs, rule_support, split_check
-from speculabel.metrics import VoteTable
+from speculabel.bench.analyse import analyse, attach_learner_stream, to_measure
+from speculabel.bench.guarantee import calibrated_configs, rule_support
+from speculabel.bench.simulate import VoteTable
+from speculabel.certify.splits import split_check
 from speculabel.records import Vote
 from speculabel.report import write_report
 

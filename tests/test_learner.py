@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from speculabel.backends.base import BackendError
-from speculabel.backends.learner import LearnerBackend, from_spec
+from speculabel.backends.learner.backend import LearnerBackend, from_spec
 from speculabel.records import Item
-from speculabel.task import SENTIMENT, SIMILAR_TICKET
+from speculabel.tasks import SENTIMENT, SIMILAR_TICKET
 
 pytest.importorskip("sklearn", reason="needs scikit-learn: pip install 'speculabel[embed]'")
 
@@ -165,7 +165,7 @@ def test_pair_task_features_are_symmetric() -> None:
 
 
 def test_spec_and_options(tmp_path: Path) -> None:
-    lrn = from_spec(f"learner:minilm@{tmp_path}", min_per_class=7, n_threads=4,
+    lrn = from_spec(f"learner:minilm@{tmp_path}", min_per_class=7,
                     embedder=HashEmbedder())
     assert lrn.directory == tmp_path and lrn.min_per_class == 7
     assert lrn.cacheable is False

@@ -23,14 +23,14 @@ import numpy as np
 import pytest
 
 from speculabel.records import Item, normalise_logprobs
-from speculabel.task import SENTIMENT, SIMILAR_TICKET, Label, Task
+from speculabel.tasks import SENTIMENT, SIMILAR_TICKET, Label, Task
 
 llama_cpp = pytest.importorskip(
     "llama_cpp", reason="llama-cpp-python not installed: run scripts/install-llama.sh"
 )
 
 from speculabel.backends.base import BackendError  # noqa: E402
-from speculabel.backends.llamacpp import SCORING_VERSION, LlamaCppBackend, from_spec  # noqa: E402
+from speculabel.backends.llamacpp.backend import SCORING_VERSION, LlamaCppBackend, from_spec  # noqa: E402
 from speculabel.backends.registry import load_backend  # noqa: E402
 
 pytestmark = pytest.mark.slow

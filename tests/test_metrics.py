@@ -8,27 +8,24 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from speculabel.backends.base import FunctionBackend
-from speculabel.cascade import Cascade
-from speculabel.metrics import (
-    VoteTable,
+from speculabel.backends.base import Backend, FunctionBackend
+from speculabel.bench.metrics import (
     accuracy,
     agreement,
     agreement_matrix,
     coverage,
-    decide_with_early_exit,
     judge_call_rate,
     macro_recall,
-    model_summary,
     pareto_front,
     percentile,
     recall_per_label,
-    simulate,
     speedup,
 )
+from speculabel.bench.simulate import VoteTable, decide_with_early_exit, model_summary, simulate
+from speculabel.cascade.run import Cascade
 from speculabel.policy import ConfidentMajority, Majority, Unanimous
 from speculabel.records import Item, Vote
-from speculabel.task import SENTIMENT, Task
+from speculabel.tasks import SENTIMENT, Task
 
 P, N, U = "positive", "negative", "neutral"
 
@@ -285,3 +282,42 @@ def test_simulation_decides_like_the_real_cascade(early: bool, policy: object) -
     assert [r.label for r in recs] == sim.final_labels
     assert [r.decided_by == "workers" for r in recs] == sim.decided
     assert sum(len(r.votes) for r in recs) == pytest.approx(sim.worker_calls_per_item * 40)
+
+
+class _Timed(Backend):
+    """A worker with a fixed latency per vote (what the cost model reads)."""
+
+    def __init__(self, name: str, labels: dict[str, str], latency: float) -> None:
+        self.spec, self.labels, self.latency = name, labels, latency
+
+    def fingerprint(self) -> str:
+        return self.spec
+
+    def score(self, task: Task, items: Sequence[Item]) -> list[Vote]:
+        return [Vote.from_probs(self.spec, {x: 0.9 if x == self.labels[it.id] else 0.05
+                                            for x in task.label_names}, latency_s=self.latency)
+                for it in items]
+
+
+@pytest.mark.parametrize(("parallel", "early"), [(False, False), (False, True), (True, False),
+                                                 (True, True)])
+def test_records_cost_what_the_simulator_charges(parallel: bool, early: bool) -> None:
+    # before: with parallel workers and early exit the cascade charged max of all three and the
+    # simulator max(first two) + third, so computed and measured speedups disagreed by design
+    import random
+
+    rng = random.Random(3)
+    ids = [str(i) for i in range(30)]
+    items = [Item(i, {"text": f"t{i}"}) for i in ids]
+    lat = {"a": 0.1, "b": 0.2, "c": 0.4, "J": 1.0}
+    backends = {k: _Timed(k, {i: rng.choice([N, U, P]) for i in ids}, v) for k, v in lat.items()}
+    table = VoteTable({k: b.score(SENTIMENT, items) for k, b in backends.items()})
+    cascade = Cascade(SENTIMENT, [backends["a"], backends["b"], backends["c"]], backends["J"],
+                      Majority(), early_exit=early, parallel_workers=parallel)
+    by_id = {r.id: r for r in cascade.classify(items)}
+    sim = simulate(table, ["a", "b", "c"], "J", Majority(), parallel=parallel, early_exit=early)
+    assert [by_id[i].latency_s for i in ids] == pytest.approx(sim.item_latency_s)
+    if parallel and early:
+        three = [by_id[i] for i in ids if len(by_id[i].votes) == 3]
+        assert three and all(r.latency_s in (pytest.approx(0.6), pytest.approx(1.6))
+                             for r in three)

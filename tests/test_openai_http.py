@@ -13,32 +13,23 @@ Two kinds of tests:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import re
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fake_openai import Fake
 from speculabel.backends.base import BackendError
-from speculabel.backends.openai_http import (
-    OpenAIBackend,
-    _Abstain,
-    from_spec,
-    label_logprobs,
-    parse_label_strict,
-    parse_spec,
-)
+from speculabel.backends.openai.backend import OpenAIBackend, from_spec, parse_spec
+from speculabel.backends.openai.parse import Abstain, label_logprobs, parse_label_strict
 from speculabel.records import Item, Vote
-from speculabel.task import SENTIMENT, SIMILAR_TICKET
+from speculabel.tasks import SENTIMENT, SIMILAR_TICKET
 
-pytest_plugins = ["server_fixture"]
+pytest_plugins = ["server_fixture", "fake_openai"]
 
 ITEMS = [
     Item(str(i), {"text": t})
@@ -46,124 +37,10 @@ ITEMS = [
 ]
 
 
-# ----------------------------------------------------------------------------- fake endpoint
-class Fake:
-    """Behaviour of the fake endpoint, changed by each test."""
-
-    def __init__(self) -> None:
-        self.models = ["m1", "m2"]
-        self.owned_by = "me"
-        self.top: dict[str, float] | None = {
-            "negative": -2.0,
-            "neutral": -1.0,
-            "positive": -0.5,
-            "The": -0.1,
-        }
-        self.choice_text = "positive"
-        self.delay_s = 0.0
-        self.status: list[int] = []  # statuses to answer before succeeding
-        self.retry_after: str | None = None
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.requests: list[dict[str, Any]] = []
-        self.auth: list[str | None] = []
-        self.lock = threading.Lock()
-
-
-def _handler(fake: Fake) -> type[BaseHTTPRequestHandler]:
-    class H(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _send(self, code: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-            body = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                self.wfile.write(body)
-
-        def do_GET(self) -> None:
-            fake.auth.append(self.headers.get("Authorization"))
-            if self.path != "/v1/models":
-                self._send(404, {"detail": "Not Found"})
-                return
-            self._send(
-                200,
-                {
-                    "object": "list",
-                    "data": [{"id": m, "object": "model", "owned_by": fake.owned_by} for m in fake.models],
-                },
-            )
-
-        def do_POST(self) -> None:
-            n = int(self.headers.get("Content-Length", "0"))
-            body = json.loads(self.rfile.read(n) or b"{}")
-            with fake.lock:
-                fake.requests.append(body)
-                fake.auth.append(self.headers.get("Authorization"))
-                fake.in_flight += 1
-                fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
-                status = fake.status.pop(0) if fake.status else 200
-            try:
-                time.sleep(fake.delay_s)
-                if status != 200:
-                    hdr = {"Retry-After": fake.retry_after} if fake.retry_after else {}
-                    self._send(status, {"error": {"message": f"status {status}"}}, hdr)
-                    return
-                self._send(200, self._answer(body))
-            finally:
-                with fake.lock:
-                    fake.in_flight -= 1
-
-        def _answer(self, body: dict[str, Any]) -> dict[str, Any]:
-            chat = self.path.endswith("/chat/completions")
-            constrained = any(k in body for k in ("grammar", "structured_outputs", "guided_choice", "response_format"))
-            text = fake.choice_text if constrained or body.get("max_tokens", 16) > 1 else "x"
-            if "response_format" in body:
-                text = json.dumps({"label": fake.choice_text})
-            lp: Any = None
-            if body.get("logprobs") and fake.top is not None:
-                if chat:
-                    lp = {
-                        "content": [
-                            {
-                                "token": text,
-                                "logprob": -0.3,
-                                "top_logprobs": [{"token": t, "logprob": v} for t, v in fake.top.items()],
-                            }
-                        ]
-                    }
-                else:
-                    lp = {
-                        "tokens": [text],
-                        "token_logprobs": [-0.3],
-                        "text_offset": [0],
-                        "top_logprobs": [{(" " + t if t[0].islower() else t): v for t, v in fake.top.items()}],
-                    }
-            choice: dict[str, Any] = {"index": 0, "logprobs": lp, "finish_reason": "length"}
-            if chat:
-                choice["message"] = {"role": "assistant", "content": text}
-            else:
-                choice["text"] = text
-            return {"id": "x", "object": "chat.completion", "choices": [choice]}
-
-    return H
-
-
-@pytest.fixture()
-def fake() -> Iterator[tuple[Fake, str]]:
-    f = Fake()
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _handler(f))
-    srv.daemon_threads = True
-    t = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
-    t.start()
-    yield f, f"http://127.0.0.1:{srv.server_address[1]}/v1"
-    srv.shutdown()
-    srv.server_close()
+def _records(out: Path) -> list[dict[str, Any]]:
+    """The records of a results file (its header lines left out)."""
+    return [r for r in map(json.loads, out.read_text(encoding="utf-8").splitlines())
+            if "speculabel" not in r]
 
 
 def _backend(url: str, model: str = "m1", **kw: Any) -> OpenAIBackend:
@@ -216,9 +93,9 @@ def test_label_logprobs_multitoken_and_missing() -> None:
     # leading-space tokens are accepted when nothing matches exactly
     probs = label_logprobs({"a": "yes", "b": "no"}, {" yes": -0.1, " no": -0.2})
     assert probs["a"] > probs["b"]
-    with pytest.raises(_Abstain, match="none of the labels"):
+    with pytest.raises(Abstain, match="none of the labels"):
         label_logprobs({"a": "yes", "b": "no"}, {"maybe": -0.1})
-    with pytest.raises(_Abstain, match="share their first token"):
+    with pytest.raises(Abstain, match="share their first token"):
         label_logprobs({"a": "not sure", "b": "not similar"}, {"not": -0.1})
 
 
@@ -315,6 +192,27 @@ def test_in_flight_is_bounded(fake: tuple[Fake, str]) -> None:
     assert f.max_in_flight == 3  # concurrent, and never more than allowed
 
 
+def test_a_later_backend_s_smaller_limit_applies_and_closing_it_restores(
+    fake: tuple[Fake, str]
+) -> None:
+    # before: the per-URL semaphore was made once, so a later backend's max_in_flight was ignored
+    f, url = fake
+    f.delay_s = 0.05
+    a = _backend(url, "m1", max_in_flight=4)
+    a.score(SENTIMENT, ITEMS)  # the URL's limiter exists and has run at 4
+    assert f.max_in_flight == 4
+    b = _backend(url, "m2", max_in_flight=1)
+    f.max_in_flight = 0
+    a.score(SENTIMENT, ITEMS)
+    b.score(SENTIMENT, ITEMS)
+    assert f.max_in_flight == 1  # every backend on the URL now keeps to the smaller limit
+    b.close()
+    f.max_in_flight = 0
+    a.score(SENTIMENT, ITEMS)
+    assert f.max_in_flight == 4
+    a.close()
+
+
 def test_score_inside_running_event_loop(fake: tuple[Fake, str]) -> None:
     _f, url = fake
     b = _backend(url)
@@ -382,7 +280,7 @@ def test_dead_endpoint_fails_fast_then_recovers(fake: tuple[Fake, str]) -> None:
     assert len(f.requests) - n == len(ITEMS)  # known down: one attempt each, no backoff
     votes = b.score(SENTIMENT, ITEMS[:2])  # back up: the first success closes the breaker
     assert [v.label for v in votes] == ["positive", "positive"]
-    assert not b._down
+    assert not b.transport.down
 
 
 def test_api_key_is_sent_but_never_recorded(fake: tuple[Fake, str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -407,7 +305,7 @@ def test_registry_loads_openai_specs(fake: tuple[Fake, str]) -> None:
 
 # ----------------------------------------------------------------------------- real server
 def _tweets(n: int, offset: int = 0) -> list[Item]:
-    from speculabel.datasets import DataMissing, tweeteval
+    from speculabel.io.datasets import DataMissing, tweeteval
 
     try:
         return tweeteval("val", limit=offset + n).items[offset:]
@@ -450,7 +348,7 @@ def test_http_votes_match_in_process(llama_server: Any, model: str) -> None:
 
 @pytest.mark.server
 def test_cascade_http_workers_in_process_judge(llama_server: Any) -> None:
-    from speculabel.cascade import Cascade
+    from speculabel.cascade.run import Cascade
     from speculabel.policy import make_policy
 
     items = _tweets(8, offset=20)
@@ -522,7 +420,7 @@ def test_cli_names_the_wrong_model(llama_server: Any, tmp_path: Path) -> None:
             f"openai:smolm2@{llama_server.base_url}",
             "--judge",
             "smollm2-135m",
-            "--no-cache",
+            "--no-votes",
             "--quiet",
         ],
         capture_output=True,
@@ -578,21 +476,21 @@ def test_server_killed_mid_run_then_rerun_completes_exactly_once(make_llama_serv
         "0.999",
         "--batch-size",
         "4",
-        "--cache",
+        "--votes",
         str(tmp_path / "votes.sqlite"),
         "--quiet",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     t_end = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < t_end:
-        n = out.read_text(encoding="utf-8").count("\n") if out.exists() else 0
+        n = out.read_text(encoding="utf-8").count("\n") - 1 if out.exists() else 0  # header
         if n >= 6:
             srv.kill()
             break
         time.sleep(0.02)
     _, err = proc.communicate(timeout=300)
     assert srv.proc is not None and srv.proc.poll() is not None, "the run ended before the kill"
-    first = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    first = _records(out)
     assert proc.returncode == 3, err
     assert "not decided" in err
     assert 6 <= len(first) < len(items)
@@ -602,7 +500,7 @@ def test_server_killed_mid_run_then_rerun_completes_exactly_once(make_llama_serv
     srv.start()  # same port
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    final = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    final = _records(out)
     ids = [r["id"] for r in final]
     assert sorted(ids) == sorted(it.id for it in items)  # every item exactly once
     assert final[: len(first)] == first  # what was decided before is kept as it was

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from speculabel.task import BUILTIN_TASKS, SENTIMENT, SIMILAR_TICKET, TaskError, load_task
+from speculabel.tasks import BUILTIN_TASKS, SENTIMENT, SIMILAR_TICKET, TaskError, load_task
 
 
 def write(tmp_path: Path, body: str) -> Path:

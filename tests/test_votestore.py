@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from speculabel.io.votes import VoteStore, item_key
 from speculabel.records import Item, Vote
-from speculabel.task import SENTIMENT, SIMILAR_TICKET
-from speculabel.votestore import VoteStore, item_key
+from speculabel.tasks import SENTIMENT, SIMILAR_TICKET
 
 
 def v(label: str = "positive", p: float = 0.7, lat: float = 0.25) -> Vote:
@@ -140,9 +140,9 @@ def test_used_by_the_cascade(tmp_path: Path) -> None:
     from collections.abc import Sequence
 
     from speculabel.backends.base import FunctionBackend
-    from speculabel.cascade import Cascade
+    from speculabel.cascade.run import Cascade
     from speculabel.policy import Majority
-    from speculabel.task import Task
+    from speculabel.tasks import Task
 
     calls = {"n": 0}
 

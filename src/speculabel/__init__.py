@@ -5,20 +5,21 @@ a large judge model labels the rest (arXiv 2503.18076, extended).
 
     from speculabel import Cascade, load_backend, load_task, make_policy
     task = load_task("sentiment")
-    cascade = Cascade(task, [load_backend("smollm2-135m"), load_backend("vader")],
+    cascade = Cascade(task, [load_backend("vader"), load_backend("gemma3-270m")],
                       load_backend("qwen2.5-1.5b"), make_policy("majority"))
     records = cascade.classify(items)
+
+Importing this package loads no model library: backends import theirs when they are built.
 """
 
 from speculabel.backends.base import Backend, BackendError, FunctionBackend
 from speculabel.backends.registry import load_backend
-from speculabel.cascade import Cascade, build_cascade
-from speculabel.config import CascadeConfig, load_config
+from speculabel.cascade import Cascade, CascadeConfig, build_cascade, load_config
 from speculabel.policy import ConfidentMajority, Majority, Unanimous, WeightedVote, make_policy
 from speculabel.records import Item, Record, Vote
-from speculabel.task import Example, Label, Task, load_task
+from speculabel.tasks import Example, Label, Task, load_task
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Backend",

@@ -17,18 +17,22 @@ DecidedBy = Literal["workers", "judge"]
 
 @dataclass(frozen=True)
 class Item:
-    """One input: an id and its named text fields (``text``, or ``text_a``/``text_b``)."""
+    """One input: an id and its named text fields (``text``, or ``text_a``/``text_b``), and the
+    1-based data row it came from (when it came from a table)."""
 
     id: str
     fields: dict[str, str]
     truncated: bool = False
+    row: int | None = None
 
 
 @dataclass
 class Vote:
     """One model's distribution over the labels for one item.
 
-    ``label`` is the arg-max label, ``None`` when the model abstained (``error`` says why).
+    ``label`` is the arg-max label, ``None`` when the model abstained (``error`` says why;
+    ``retryable`` marks an abstention from a passing fault, such as a server that is down, so
+    that the item is asked again on a later run instead of being decided from it).
     ``method`` says how the distribution was obtained: ``logprobs`` (exact label scoring),
     ``choice`` (constrained choice, confidence from the endpoint or none), ``text`` (strict
     parse of free text, only when asked for), ``classifier`` (a non-LLM model).
@@ -42,6 +46,7 @@ class Vote:
     error: str | None = None
     truncated: bool = False
     cached: bool = False
+    retryable: bool = False
 
     @property
     def abstained(self) -> bool:
@@ -71,23 +76,35 @@ class Vote:
         return cls(model, best, dict(probs), latency_s, method, None, truncated)
 
     @classmethod
-    def abstain(cls, model: str, reason: str, *, latency_s: float = 0.0, method: str = "") -> Vote:
-        return cls(model, None, {}, latency_s, method, reason)
+    def abstain(
+        cls,
+        model: str,
+        reason: str,
+        *,
+        latency_s: float = 0.0,
+        method: str = "",
+        retryable: bool = False,
+    ) -> Vote:
+        return cls(model, None, {}, latency_s, method, reason, retryable=retryable)
 
     def to_json(self) -> dict[str, Any]:
+        from speculabel.redact import redact
+
         d: dict[str, Any] = {
-            "model": self.model,
+            "model": redact(self.model),
             "label": self.label,
             "probs": {k: round(v, 6) for k, v in self.probs.items()},
             "latency_s": round(self.latency_s, 6),
             "method": self.method,
         }
         if self.error is not None:
-            d["error"] = self.error
+            d["error"] = redact(self.error)
         if self.truncated:
             d["truncated"] = True
         if self.cached:
             d["cached"] = True
+        if self.retryable:
+            d["retryable"] = True
         return d
 
     @classmethod
@@ -101,6 +118,7 @@ class Vote:
             error=d.get("error"),
             truncated=bool(d.get("truncated", False)),
             cached=bool(d.get("cached", False)),
+            retryable=bool(d.get("retryable", False)),
         )
 
 
@@ -112,11 +130,24 @@ def normalise_logprobs(logprobs: dict[str, float]) -> dict[str, float]:
     return {k: v / z for k, v in exps.items()}
 
 
+#: why a record has no label: ``input`` (a bad row: the record is keyed by its row number),
+#: ``judge`` (the judge answered but could not label the item), ``no_judge`` (the item was
+#: escalated but the cascade has no judge)
+ErrorKind = Literal["input", "judge", "no_judge"]
+#: the kinds a rerun tries again; ``input`` and ``judge`` are final (the same row, or the same
+#: judge on the same item, gives the same error)
+RETRYABLE_ERRORS: frozenset[str] = frozenset({"no_judge"})
+
+
 @dataclass
 class Record:
-    """The cascade's output for one item, one JSON line in the results file."""
+    """The cascade's output for one item, one JSON line in the results file.
 
-    id: str
+    ``id`` is ``None`` only for a bad row (``error_kind="input"``), which ``row`` identifies;
+    ``run`` is the fingerprint of the settings that made the record (see the results header).
+    """
+
+    id: str | None
     label: str | None
     decided_by: DecidedBy | None
     votes: list[Vote] = field(default_factory=list)
@@ -125,9 +156,18 @@ class Record:
     rule: str = ""
     truncated: bool = False
     error: str | None = None
+    error_kind: ErrorKind | None = None
+    row: int | None = None
+    run: str | None = None
+
+    @property
+    def retryable(self) -> bool:
+        return self.error_kind in RETRYABLE_ERRORS
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        from speculabel.redact import redact
+
+        d: dict[str, Any] = {
             "id": self.id,
             "label": self.label,
             "decided_by": self.decided_by,
@@ -136,14 +176,23 @@ class Record:
             "judge_vote": self.judge_vote.to_json() if self.judge_vote else None,
             "latency_s": round(self.latency_s, 6),
             "truncated": self.truncated,
-            "error": self.error,
+            "error": None if self.error is None else redact(self.error),
         }
+        if self.error_kind is not None:
+            d["error_kind"] = self.error_kind
+        if self.row is not None:
+            d["row"] = self.row
+        if self.run is not None:
+            d["run"] = self.run
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Record:
         jv = d.get("judge_vote")
+        rid = d["id"]
+        row = d.get("row")
         return cls(
-            id=str(d["id"]),
+            id=None if rid is None else str(rid),
             label=d.get("label"),
             decided_by=d.get("decided_by"),
             votes=[Vote.from_json(v) for v in d.get("votes", [])],
@@ -152,4 +201,7 @@ class Record:
             rule=d.get("rule", ""),
             truncated=bool(d.get("truncated", False)),
             error=d.get("error"),
+            error_kind=d.get("error_kind"),
+            row=None if row is None else int(row),
+            run=d.get("run"),
         )

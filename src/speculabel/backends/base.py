@@ -1,4 +1,12 @@
-"""The one interface every model kind implements: a batch of items in, one vote per item out."""
+"""The one interface every model kind implements: a batch of items in, one vote per item out.
+
+Besides :meth:`Backend.score` (the only abstract method) a kind may override two cheap hooks:
+:meth:`Backend.check_spec` (a classmethod: can this spec, with these options, score this task?
+Runs before any model loads, so a bad setup fails at once) and :meth:`Backend.check_task` (the
+same question asked of a loaded backend).  ``cacheable = False`` says its votes must not be kept
+in a vote store (a learner changes as it learns).  Optional capabilities are Protocols in
+:mod:`speculabel.backends.capabilities`.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +14,10 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from types import TracebackType
+from typing import Any, ClassVar
 
 from speculabel.records import Item, Vote
-from speculabel.task import Task
+from speculabel.tasks import Task
 
 
 class BackendError(RuntimeError):
@@ -25,10 +34,24 @@ class Backend(ABC):
 
     #: the spec string the user wrote (``smollm2-135m``, ``openai:m@url``, ``vader`` ...)
     spec: str = ""
+    #: votes depend on (model, task, item) alone, so a vote store may keep them
+    cacheable: ClassVar[bool] = True
 
     @property
     def name(self) -> str:
         return self.spec
+
+    @classmethod  # noqa: B027 - an optional hook, empty by default
+    def check_spec(cls, spec: str, options: dict[str, Any], task: Task | None = None) -> None:
+        """Raise :class:`BackendError` if this spec and these options cannot work (or cannot
+        score ``task``, when given).
+
+        Cheap (no model is loaded, no server asked): it runs for every backend of a setup before
+        the first one loads.
+        """
+
+    def check_task(self, task: Task) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`BackendError` if this backend cannot score ``task``."""
 
     @abstractmethod
     def fingerprint(self) -> str:
@@ -51,6 +74,34 @@ class Backend(ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class BackendWrapper(Backend):
+    """A backend that changes how another one's votes are kept or shown (cache, calibration)."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.spec = inner.spec
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def fingerprint(self) -> str:
+        return self.inner.fingerprint()
+
+    def check_task(self, task: Task) -> None:
+        self.inner.check_task(task)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def unwrap(backend: Backend) -> Backend:
+    """The model backend under any wrappers (where its optional capabilities live)."""
+    while isinstance(backend, BackendWrapper):
+        backend = backend.inner
+    return backend
 
 
 ProbaFn = Callable[[Task, Sequence[Item]], Sequence[dict[str, float]]]

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from speculabel.backends.base import Backend
+from speculabel.backends.base import Backend, BackendWrapper
 from speculabel.records import Item, Vote, normalise_logprobs
-from speculabel.task import Task
+from speculabel.tasks import Task
 
 
 def calibrate_vote(
@@ -36,30 +36,18 @@ def calibrate_vote(
     return out
 
 
-class CalibratedBackend(Backend):
+class CalibratedBackend(BackendWrapper):
+    """Another backend's votes, recalibrated (raw votes stay in the vote store under it)."""
+
     def __init__(
         self, inner: Backend, offsets: dict[str, float] | None = None, temperature: float = 1.0
     ) -> None:
-        self.inner = inner
-        self.spec = inner.spec
+        super().__init__(inner)
         self.offsets = dict(offsets or {})
         self.temperature = float(temperature)
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    def fingerprint(self) -> str:
-        return self.inner.fingerprint()
 
     def score(self, task: Task, items: Sequence[Item]) -> list[Vote]:
         return [
             calibrate_vote(v, self.offsets, self.temperature)
             for v in self.inner.score(task, items)
         ]
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __getattr__(self, attr: str) -> object:
-        return getattr(self.inner, attr)

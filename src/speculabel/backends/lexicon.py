@@ -32,7 +32,7 @@ from typing import Any
 
 from speculabel.backends.base import Backend, BackendError
 from speculabel.records import Item, Vote
-from speculabel.task import Task
+from speculabel.tasks import Task
 
 MAPPING_VERSION = "v1"
 THRESHOLD = 0.05
@@ -85,15 +85,28 @@ class VaderBackend(Backend):
     def fingerprint(self) -> str:
         return f"vader:{self.version}:map-{MAPPING_VERSION}"
 
-    def check_task(self, task: Task) -> None:
-        """Raise :class:`BackendError` unless the task is a three-way sentiment task."""
-        names = set(task.label_names)
-        if names != SENTIMENT_LABELS or len(task.fields) != 1:
+    @classmethod
+    def check_spec(cls, spec: str, options: dict[str, Any], task: Task | None = None) -> None:
+        """``vader`` takes no options and scores three-way sentiment tasks only."""
+        if spec != "vader":
+            raise BackendError(f"unknown lexicon spec {spec!r}; the only lexicon is 'vader'")
+        if options:
+            raise BackendError(f"vader: the lexicon takes no options, got {sorted(options)}")
+        if task is not None and (set(task.label_names) != SENTIMENT_LABELS or len(task.fields) != 1):
             raise BackendError(
                 f"vader: the VADER lexicon only scores sentiment tasks (one text field, labels "
                 f"negative/neutral/positive); task {task.name!r} has labels "
                 f"{task.label_names} and fields {list(task.fields)}"
             )
+
+    @classmethod
+    def from_spec(cls, spec: str, **options: Any) -> VaderBackend:
+        cls.check_spec(spec, options)
+        return cls(spec)
+
+    def check_task(self, task: Task) -> None:
+        """Raise :class:`BackendError` unless the task is a three-way sentiment task."""
+        self.check_spec(self.spec, {}, task)
 
     def score(self, task: Task, items: Sequence[Item]) -> list[Vote]:
         self.check_task(task)
@@ -112,12 +125,5 @@ class VaderBackend(Backend):
 
 
 def from_spec(spec: str, **options: Any) -> VaderBackend:
-    """Registry factory for ``vader``.
-
-    The lexicon has no settings; options meant for model backends (threads, context size) that
-    a caller passes to every backend alike do not apply to it and are ignored.
-    """
-    if spec != "vader":
-        raise BackendError(f"unknown lexicon spec {spec!r}; the only lexicon is 'vader'")
-    del options
-    return VaderBackend(spec)
+    """The registry's factory (kept as a function for callers that import it)."""
+    return VaderBackend.from_spec(spec, **options)

@@ -1,0 +1,5 @@
+"""``python -m speculabel``: the command line."""
+
+from speculabel.cli import main
+
+main()

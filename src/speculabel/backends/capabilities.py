@@ -1,0 +1,31 @@
+"""Optional capabilities of a backend, as Protocols checked when a cascade is built.
+
+A backend has a capability when it has the method (``isinstance(b, Learner)``): no registration,
+no base class to inherit.  Wrappers (vote cache, calibration) never have them; ask the backend
+under them (:func:`speculabel.backends.base.unwrap`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from speculabel.records import Item
+
+
+@runtime_checkable
+class Learner(Protocol):
+    """A worker that learns from labels (the judge's, or gold ones) as they come in."""
+
+    def observe(self, items: Sequence[Item], labels: Sequence[str | None]) -> bool:
+        """Take these labels; True when the worker retrained (its votes changed)."""
+        ...
+
+
+@runtime_checkable
+class Reachable(Protocol):
+    """A backend behind a server: ``check`` asks it once, cheaply, whether it can serve."""
+
+    def check(self) -> None:
+        """Raise :class:`~speculabel.backends.base.BackendError` when the server cannot serve."""
+        ...

@@ -1,0 +1,1 @@
+"""Workers that learn from labels: MiniLM embeddings with a small fitted head."""

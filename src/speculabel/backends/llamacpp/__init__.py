@@ -1,0 +1,1 @@
+"""In-process GGUF models (llama.cpp): prompts, the KV-cache engine, and the backend."""

@@ -1,0 +1,194 @@
+"""``speculabel bench``: the paper's measurements on real data, computed from stored votes.
+
+Three steps, each usable alone: :func:`~speculabel.bench.run.run_models` (every model's vote
+into the vote store), :func:`~speculabel.bench.analyse.analyse` (every number, from the stored
+votes alone) and :func:`~speculabel.bench.measure.measure` (the real cascade and the judge alone,
+timed on the same items).  A bench writes ``bench.json`` (the manifest) into its output folder
+so that :func:`report_from_store` can redo the analysis and the report without any model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from speculabel.backends.base import Backend, BackendError
+from speculabel.bench.analyse import analyse, attach_learner_stream, to_measure
+from speculabel.bench.manifest import DEFAULT_THRESHOLDS, Manifest, vote_table
+from speculabel.bench.measure import environment, measure, measure_signature, previous_measured
+from speculabel.bench.metrics import clean
+from speculabel.bench.run import Loader, ModelRun, Say, _load, _quiet, run_models
+from speculabel.io.paths import default_votes_path
+from speculabel.io.votes import VoteStore, item_key
+from speculabel.records import Item
+from speculabel.tasks import Task
+
+
+@dataclass
+class BenchResult:
+    out_dir: Path
+    manifest: Manifest
+    runs: list[ModelRun]
+    analysis: dict[str, Any]
+    files: dict[str, Path]
+
+
+def run_bench(
+    task: Task,
+    items: Sequence[Item],
+    gold: Sequence[str | None] | None,
+    specs: Sequence[str],
+    out_dir: Path,
+    *,
+    judge: str | None = None,
+    store_path: Path | None = None,
+    dataset: Mapping[str, Any] | None = None,
+    batch_size: int = 8,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    measure_items: int = 100,
+    loader: Loader = _load,
+    backends: Mapping[str, Backend] | None = None,
+    progress: bool = True,
+    plots: bool = True,
+    interleave: bool = True,
+    learner_stream: Sequence[Path] | Path | None = None,
+    remeasure: bool = False,
+    say: Say = _quiet,
+) -> BenchResult:
+    """Run the models into the store, analyse, measure the best configurations, write the report.
+
+    ``measure_items`` = 0 skips the measured runs.  Measured runs of an earlier bench in
+    ``out_dir`` with the same models, items and configurations are reused (a rerun makes no
+    model call), unless ``remeasure``.
+    """
+    from speculabel.report import write_report
+
+    specs = list(dict.fromkeys(specs))
+    judge = judge or specs[-1]
+    if judge not in specs:
+        raise ValueError(f"judge {judge!r} must be one of --models ({', '.join(specs)})")
+    if len(specs) < 3:
+        raise ValueError("a bench needs at least three models: two workers and a judge")
+    if gold is not None and len(gold) != len(items):
+        raise ValueError(f"{len(gold)} gold labels for {len(items)} items")
+    store_path = store_path or default_votes_path()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with VoteStore(store_path) as store:
+        runs = run_models(task, items, specs, store, batch_size=batch_size, backends=backends,
+                          loader=loader, progress=progress, interleave=interleave, say=say)
+        manifest = Manifest(
+            task=task.name,
+            task_fingerprint=task.fingerprint(),
+            labels=task.label_names,
+            dataset={**(dataset or {}), "interleaved": interleave},
+            item_ids=[it.id for it in items],
+            item_keys=[item_key(task, it) for it in items],
+            gold=list(gold) if gold is not None else None,
+            models=[asdict(r) for r in runs],
+            judge=judge,
+            store=str(store_path),
+            thresholds=list(thresholds),
+        )
+        manifest.save(out_dir)
+        table, _ = vote_table(store, manifest)
+    analysis = analyse(table, judge, gold=manifest.gold, labels=task.label_names,
+                       thresholds=thresholds)
+    analysis["bench"] = _bench_info(manifest, runs)
+    attach_learner_stream(analysis, learner_stream)
+    if measure_items > 0:
+        idx = list(range(min(measure_items, len(items))))
+        sub = table.subset(idx)
+        sub_gold = [manifest.gold[i] for i in idx] if manifest.gold is not None else None
+        configs = to_measure(analysis)
+        sig = measure_signature(manifest, configs, len(idx))
+        prev = None if remeasure else previous_measured(out_dir, sig)
+        try:
+            if prev is not None:
+                say("measured runs: reusing those of the previous bench (same models, items and "
+                    "configurations; --remeasure to time them again)")
+                analysis["measured"] = prev
+            else:
+                analysis["measured"] = measure(
+                    task, [items[i] for i in idx], configs, sub, gold=sub_gold,
+                    labels=task.label_names, loader=loader, backends=backends,
+                    batch_size=batch_size, say=say,
+                )
+                analysis["measured"]["signature"] = sig
+            analysis["measured"]["selection"] = analysis["selection"]
+        except ImportError as e:
+            analysis["measured"] = {"skipped": f"the cascade is not available: {e}", "runs": []}
+        except (BackendError, RuntimeError, ValueError) as e:
+            # the stored votes and the computed report stay valid; say why nothing was measured
+            say(f"measured runs failed: {type(e).__name__}: {e}")
+            analysis["measured"] = {"skipped": f"measured runs failed: {type(e).__name__}: {e}",
+                                    "runs": []}
+    else:
+        analysis["measured"] = {"skipped": "measured runs turned off (--measure-items 0)",
+                                "runs": []}
+    files = write_report(analysis, out_dir, plots=plots)
+    return BenchResult(out_dir, manifest, runs, analysis, files)
+
+
+
+def _bench_info(manifest: Manifest, runs: Sequence[ModelRun] | None) -> dict[str, Any]:
+    return clean({
+        "environment": environment(),
+        "task": manifest.task,
+        "task_fingerprint": manifest.task_fingerprint,
+        "dataset": manifest.dataset,
+        "items": len(manifest.item_ids),
+        "models": manifest.models if runs is None else [asdict(r) for r in runs],
+        "store": manifest.store,
+    })
+
+
+def report_from_store(out_dir: Path, *, store_path: Path | None = None,
+                      judge: str | None = None, plots: bool = True,
+                      thresholds: Sequence[float] | None = None,
+                      learner_stream: Sequence[Path] | Path | None = None) -> BenchResult:
+    """Redo the analysis and the report from ``bench.json`` and the vote store; no model runs.
+
+    Measured runs of an earlier report (``report.json``) are kept only when their signature (the
+    model files, the items, the configurations) is what this analysis would measure.
+    """
+    from speculabel.report import write_report
+
+    manifest = Manifest.load(out_dir)
+    path = store_path or Path(manifest.store)
+    if not path.is_file():
+        raise FileNotFoundError(f"vote store {path} not found")
+    with VoteStore(path) as store:
+        table, missing = vote_table(store, manifest)
+    gaps = {m: k for m, k in missing.items() if k}
+    if gaps:
+        raise ValueError(
+            f"the vote store {path} lacks votes for this bench: {gaps}; rerun the bench to fill it"
+        )
+    j = judge or manifest.judge
+    analysis = analyse(table, j, gold=manifest.gold, labels=manifest.labels,
+                       thresholds=thresholds or manifest.thresholds)
+    analysis["bench"] = _bench_info(manifest, None)
+    attach_learner_stream(analysis, learner_stream)
+    analysis["measured"] = {"skipped": "report redone from the store; no measured runs", "runs": []}
+    old = out_dir / "report.json"
+    if old.is_file():
+        try:
+            n_measured = int((json.loads(old.read_text(encoding="utf-8")).get("measured") or {})
+                             .get("items") or 0)
+        except (OSError, ValueError):
+            n_measured = 0
+        sig = measure_signature(manifest, to_measure(analysis), n_measured)
+        prev = previous_measured(out_dir, sig) if n_measured else None
+        if prev is not None:
+            analysis["measured"] = prev
+        else:
+            analysis["measured"]["skipped"] = (
+                "report redone from the store; the measured runs of the last report were of other "
+                "models, items or configurations, so none is shown (rerun the bench to measure)"
+            )
+    files = write_report(analysis, out_dir, plots=plots)
+    return BenchResult(out_dir, manifest, [], analysis, files)
+

@@ -1,0 +1,316 @@
+"""``speculabel calibrate``: certify a threshold on labelled items and write a cascade.toml.
+
+The votes come from a vote store (``speculabel bench --out DIR`` leaves ``DIR/votes.sqlite``;
+``classify`` keeps ``$SPECULABEL_HOME/votes.sqlite``); any vote missing there is computed and
+stored.  The reference is the judge's label (default) or a gold column.  The method:
+:mod:`speculabel.certify`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from speculabel.cli.common import (
+    IdOpt,
+    QuietOpt,
+    TextAOpt,
+    TextBOpt,
+    TextOpt,
+    VotesOpt,
+    column_map,
+    csv_list,
+    echo_note,
+    fail,
+)
+from speculabel.io.datasets import DATASET_SPECS
+
+EXIT_INFEASIBLE = 1
+
+
+def load_calibration_items(
+    source: str,
+    task: Any,
+    *,
+    gold_column: str | None = None,
+    columns: dict[str, str] | None = None,
+    id_column: str | None = None,
+    limit: int | None = None,
+) -> tuple[list[Any], list[str | None] | None, list[str]]:
+    """Items, gold labels when asked for, and notes on skipped rows: from a table or a data set
+    spec (whose gold labels are used with ``--gold-column gold``)."""
+    from speculabel.io import datasets
+    from speculabel.io.tables import RowError, read_items, read_labelled
+    from speculabel.records import Item
+
+    if datasets.is_dataset_spec(source):
+        data = datasets.from_spec(source, limit)
+        return list(data.items), (list(data.gold) if gold_column else None), []
+    gold: list[str | None] | None = None
+    if gold_column:
+        items, gold, bad = read_labelled(source, task, gold_column, columns=columns,
+                                         id_column=id_column)
+    else:
+        rows = list(read_items(source, task, columns=columns, id_column=id_column))
+        items = [r for r in rows if isinstance(r, Item)]
+        bad = [r for r in rows if isinstance(r, RowError)]
+    if limit is not None:
+        items = items[:limit]
+        gold = gold[:limit] if gold is not None else None
+    notes = [f"skipping {len(bad)} unreadable row(s), e.g. {bad[0].error}"] if bad else []
+    return items, gold, notes
+
+
+def calibrate(
+    input: Annotated[
+        str,
+        typer.Argument(
+            help="Calibration items: a table (.csv/.tsv/.jsonl/.parquet) or a data set "
+            f"({', '.join(DATASET_SPECS)})."
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The cascade.toml to write.")
+    ] = Path("cascade.toml"),
+    task: Annotated[str, typer.Option(help="Built-in task or task TOML file.")] = "sentiment",
+    workers: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated worker specs [default: the task's classify defaults]."),
+    ] = None,
+    judge: Annotated[
+        str | None, typer.Option(help="Judge spec (the reference unless --gold-column).")
+    ] = None,
+    gold_column: Annotated[
+        str | None,
+        typer.Option(help="Use this column's gold labels as the reference instead of the judge's."),
+    ] = None,
+    target: Annotated[
+        float, typer.Option(help="Required agreement with the reference on worker-decided items.")
+    ] = 0.95,
+    delta: Annotated[
+        float, typer.Option(help="Allowed probability that the guarantee fails (over the draw).")
+    ] = 0.1,
+    policy: Annotated[
+        str, typer.Option(help="confident-majority, weighted, or auto (both, at delta/2 each).")
+    ] = "confident-majority",
+    model_calibration: Annotated[
+        str,
+        typer.Option(help="Per-model calibration: none, auto (kept where it helps), contextual, "
+                     "temperature, both."),
+    ] = "none",
+    fit_fraction: Annotated[
+        float | None,
+        typer.Option(help="Share of items for fitting weights/temperatures (default 0.3 when "
+                     "anything is fitted, else 0); the threshold is certified on the rest."),
+    ] = None,
+    method: Annotated[
+        str, typer.Option(help="fixed-sequence, fallback or bonferroni.")
+    ] = "fixed-sequence",
+    votes: VotesOpt = None,
+    text_column: TextOpt = None,
+    text_a_column: TextAOpt = None,
+    text_b_column: TextBOpt = None,
+    id_column: IdOpt = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N items.")] = None,
+    early_exit: Annotated[bool, typer.Option(help="Write early_exit = true.")] = False,
+    report: Annotated[
+        Path | None, typer.Option(help="Also write the full evidence as JSON here.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the fit/certify split.")] = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Choose the threshold with the fewest judge calls that keeps agreement >= TARGET
+    with probability >= 1 - DELTA, and write it to a cascade.toml that classify reads.
+
+    Exit status: 0 written; 1 no threshold meets the target (nothing written); 2 bad input.
+    """
+    from speculabel.backends.base import BackendError
+    from speculabel.cascade.config import DEFAULT_JUDGE, ConfigError, default_workers, make_config
+    from speculabel.certify.plan import plan_cascade
+    from speculabel.certify.scores import CalibrationData
+    from speculabel.certify.threshold import METHODS
+    from speculabel.certify.votes import collect_votes
+    from speculabel.io.paths import votes_path
+    from speculabel.io.tables import InputError
+    from speculabel.io.votes import VoteStore, VoteStoreError
+    from speculabel.tasks import TaskError, load_task
+
+    worker_specs = csv_list(workers, "--workers") or default_workers(task)
+    judge_spec = judge or DEFAULT_JUDGE
+    if not 1 <= len(worker_specs) <= 3:
+        raise fail(f"one to three workers, got {len(worker_specs)}")
+    if not 0 < target < 1 or not 0 < delta < 1:
+        raise fail("--target and --delta must be between 0 and 1")
+    if method not in METHODS:
+        raise fail(f"--method must be one of {', '.join(METHODS)}")
+    try:
+        the_task = load_task(task)
+        columns = column_map(the_task, text_column, text_a_column, text_b_column)
+        from speculabel.cascade.build import check_setup
+
+        probe = make_config({"task": task, "workers": worker_specs, "judge": judge_spec,
+                             "policy": "confident-majority", "threshold": 0.0})
+        check_setup(probe, the_task)
+        items, gold, notes = load_calibration_items(
+            input, the_task, gold_column=gold_column, columns=columns, id_column=id_column,
+            limit=limit,
+        )
+    except (TaskError, ConfigError, BackendError, InputError, FileNotFoundError, ValueError) as e:
+        raise fail(str(e)) from None
+    for note in notes:
+        typer.secho(note, fg=typer.colors.YELLOW, err=True)
+    if not items:
+        raise fail(f"no items in {input}")
+
+    store_path = votes_path(votes)
+    echo_note(f"{len(items)} calibration items; votes from {store_path}", quiet)
+    last: dict[str, int] = {}
+
+    def progress(spec: str, done: int, total: int) -> None:
+        step = max(1, total // 10)
+        if not quiet and (done == total or done // step != last.get(spec, -1) // step):
+            typer.echo(f"  {spec}: {done}/{total}", err=True)
+        last[spec] = done
+
+    specs = list(worker_specs) + ([] if gold is not None else [judge_spec])
+    offsets: dict[str, dict[str, float]] = {}
+    try:
+        with VoteStore(store_path) as store:
+            got = collect_votes(the_task, items, specs, store, progress=progress)
+        if model_calibration in ("auto", "contextual", "both"):
+            offsets = _measure_offsets(worker_specs, the_task, lambda m: echo_note(m, quiet))
+    except (BackendError, VoteStoreError, RuntimeError, ValueError) as e:
+        raise fail(str(e)) from None
+
+    if gold is not None:
+        reference: list[str | None] = [g if g in the_task.label_names else None for g in gold]
+        ref_name = f"gold column {gold_column!r}"
+    else:
+        reference = [v.label for v in got[judge_spec]]
+        ref_name = f"judge {judge_spec}"
+    data = CalibrationData(
+        labels=the_task.label_names,
+        workers=list(worker_specs),
+        votes=[list(row) for row in zip(*(got[w] for w in worker_specs), strict=True)],
+        reference=reference,
+        ids=[it.id for it in items],
+    )
+    n_ref = sum(r is not None for r in reference)
+    if n_ref == 0:
+        raise fail(f"no item has a reference label from the {ref_name}")
+    try:
+        plan = plan_cascade(
+            data, target, delta, policy=policy, offsets=offsets,
+            model_calibration=model_calibration, fit_fraction=fit_fraction, method=method,
+            seed=seed,
+        )
+    except ValueError as e:
+        raise fail(str(e)) from None
+
+    _print_plan(plan, ref_name, n_ref)
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        evidence = {
+            "input": input, "task": the_task.name, "workers": worker_specs, "judge": judge_spec,
+            "reference": ref_name, "target": target, "delta": delta, "method": method,
+            "offsets": offsets, "plan": plan.to_json(),
+        }
+        report.write_text(json.dumps(evidence, indent=2, default=str), encoding="utf-8")
+        echo_note(f"evidence: {report}", quiet)
+    res = plan.result
+    if not res.feasible:
+        best = plan.max_feasible_target(data, delta, method)
+        hint = (f"; the highest target these workers can be certified for at delta {delta:g} "
+                f"is about {best:.3f}" if best is not None else "")
+        typer.secho(f"{res.message()}{hint}. Nothing written.", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(EXIT_INFEASIBLE)
+
+    comment = (
+        f"written by: speculabel calibrate {input} --task {task} --workers "
+        f"{','.join(worker_specs)} --judge {judge_spec} --target {target:g} --delta {delta:g} "
+        f"--policy {policy} --model-calibration {model_calibration} --method {method}\n"
+        f"reference: {ref_name}; {n_ref} items ({plan.n_fit} fit, {plan.n_test} certify)\n"
+        f"guarantee: agreement >= {target:g} on worker-decided items with probability "
+        f">= {1 - delta:g} ({method} exact binomial test)\n"
+        f"expected coverage {res.coverage:.3f} (judge-call rate {res.judge_call_rate:.3f}), "
+        f"calibration agreement {res.agreement:.3f}, lower bound {res.bound:.3f}"
+    )
+    from speculabel.cascade.config import save_config
+
+    cfg = plan.to_config(task=task, workers=worker_specs, judge=judge_spec, early_exit=early_exit)
+    save_config(cfg, output, comment)
+    typer.echo(f"wrote {output}: use it with  speculabel classify INPUT -o OUT --config {output}")
+
+
+def _measure_offsets(specs: list[str], task: Any, say: Any) -> dict[str, dict[str, float]]:
+    """Contextual-calibration offsets of the LLM workers (three content-free inputs each)."""
+    from speculabel.backends.registry import kind_of, load_backend
+    from speculabel.calibration.offsets import contextual_offsets
+
+    out: dict[str, dict[str, float]] = {}
+    for spec in specs:
+        if kind_of(spec) not in ("llamacpp", "openai"):
+            continue  # lexicons and learners have no prompt bias to measure
+        backend = load_backend(spec)
+
+        def score(its: Any, b: Any = backend) -> Any:
+            return b.score(task, its)
+
+        try:
+            out[spec] = contextual_offsets(score, task.fields)
+        except ValueError as e:
+            say(f"  {spec}: no contextual offsets ({e})")
+        finally:
+            backend.close()
+    return out
+
+
+def _print_plan(plan: Any, ref_name: str, n_ref: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    res = plan.result
+    t = Table(title=f"calibration against the {ref_name} ({n_ref} items)", show_header=False)
+    t.add_row("policy", plan.policy)
+    t.add_row("method", f"{res.method}, target {res.target:g}, delta {res.delta:g}")
+    t.add_row("items fit / certify", f"{plan.n_fit} / {plan.n_test}")
+    if res.feasible:
+        t.add_row("threshold", f"{res.threshold:g}")
+        t.add_row("expected coverage", f"{100 * res.coverage:.1f}% decided by the workers")
+        t.add_row("judge-call rate", f"{100 * res.judge_call_rate:.1f}%")
+        t.add_row("agreement (calibration)", f"{100 * res.agreement:.1f}%")
+        t.add_row(f"lower bound ({100 * (1 - res.delta):g}%)", f"{100 * res.bound:.1f}%")
+    else:
+        t.add_row("threshold", "none qualifies")
+        t.add_row("best single-threshold bound", f"{100 * res.best_bound:.1f}%")
+        if res.shortfall > 0:
+            t.add_row("short by", f"{100 * res.shortfall:.1f} points")
+        elif res.stopped_at is not None:
+            t.add_row("test sequence stopped at", f"threshold {res.stopped_at:g}")
+    for name, alt in plan.alternatives.items():
+        desc = (f"threshold {alt.threshold:g}, coverage {100 * alt.coverage:.1f}%"
+                if alt.feasible else "infeasible")
+        t.add_row(f"(also tried {name})", desc)
+    for w, v in plan.weights.items():
+        t.add_row(f"weight {w}", f"{v:g}")
+    for m, c in plan.calibration.items():
+        kept = c.report.get("kept", {})
+        what = []
+        if kept.get("offsets"):
+            what.append("contextual offsets")
+        if kept.get("temperature"):
+            what.append(f"temperature {c.temperature:g}")
+        raw = c.report.get("raw", {})
+        cc = c.report.get("contextual")
+        acc = f"accuracy {100 * raw.get('accuracy', 0):.1f}%"
+        if cc:
+            acc += f" raw, {100 * cc.get('accuracy', 0):.1f}% contextual"
+        t.add_row(f"calibration {m}", f"{', '.join(what) or 'none kept'} ({acc})")
+    Console(stderr=True).print(t)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("calibrate")(calibrate)

@@ -1,0 +1,257 @@
+"""``speculabel classify``: label a table with the cascade, resumably.
+
+Everything that can be wrong is found before the first model loads, in this order: the settings
+(config file and flags, type-checked), the task, every backend against the task, the input
+file, the output file.  Then the models load and the run starts; each record is written the
+moment its item is decided.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from speculabel.cascade.config import DEFAULT_JUDGE, DEFAULT_WORKERS, TASK_DEFAULT_WORKERS
+from speculabel.cli.common import (
+    EXIT_INTERRUPTED,
+    IdOpt,
+    QuietOpt,
+    TextAOpt,
+    TextBOpt,
+    TextOpt,
+    VotesOpt,
+    column_map,
+    csv_list,
+    echo_note,
+    fail,
+    print_summary,
+)
+from speculabel.policy import POLICIES
+
+EXIT_INCOMPLETE = 3
+
+
+def classify(
+    input: Annotated[Path, typer.Argument(help="Input table: .csv, .tsv, .jsonl or .parquet.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Results file (JSON Lines). Rerun to resume.")
+    ],
+    config: Annotated[
+        Path | None, typer.Option(help="cascade.toml with the settings below (flags override it).")
+    ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(help="Built-in task (sentiment, similar-ticket) or a task TOML file "
+                          "[default: sentiment]."),
+    ] = None,
+    text_column: TextOpt = None,
+    text_a_column: TextAOpt = None,
+    text_b_column: TextBOpt = None,
+    id_column: IdOpt = None,
+    workers: Annotated[
+        str | None,
+        typer.Option(
+            help=f"One to three comma-separated model specs [default: {','.join(DEFAULT_WORKERS)}; "
+            f"for sentiment {','.join(TASK_DEFAULT_WORKERS['sentiment'])}]."
+        ),
+    ] = None,
+    judge: Annotated[str | None, typer.Option(help=f"Judge model spec [default: {DEFAULT_JUDGE}].")] = None,
+    policy: Annotated[
+        str | None, typer.Option(help=f"Acceptance rule: {', '.join(POLICIES)} [default: majority].")
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Confidence threshold between 0 and 1; required by confident-majority "
+                          "and weighted, refused by the other rules [default: none]."),
+    ] = None,
+    early_exit: Annotated[
+        bool | None,
+        typer.Option(
+            "--early-exit/--no-early-exit",
+            help="Three workers: ask the third only when the first two do not settle it "
+                 "[default: no].",
+        ),
+    ] = None,
+    parallel_workers: Annotated[
+        bool | None,
+        typer.Option(
+            "--parallel-workers/--sequential-workers",
+            help="Ask the workers of a batch at the same time (for servers; in-process models "
+                 "share the CPU) [default: sequential].",
+        ),
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Items per batch [default: 8].")] = None,
+    votes: VotesOpt = None,
+    no_votes: Annotated[
+        bool, typer.Option("--no-votes", help="Do not read or write the vote store.")
+    ] = False,
+    limit: Annotated[int | None, typer.Option(min=0, help="Only the first N rows.")] = None,
+    allow_changed_run: Annotated[
+        bool,
+        typer.Option("--allow-changed-run",
+                     help="Add to an OUTPUT made with other settings or another input (refused "
+                          "by default; every record names the run that made it)."),
+    ] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Label a table with the cascade; one JSON record per row in OUTPUT.
+
+    Each record is written (and flushed) the moment its row is decided. Running the same command
+    again skips the rows already in OUTPUT, so an interrupted run resumes without duplicates;
+    OUTPUT remembers the settings and input that made it and refuses others. Exit status: 0 done,
+    2 bad input or settings (nothing is loaded or written), 3 some items left undecided (judge
+    unavailable: run the same command again), 130 interrupted (rerun to resume).
+    """
+    from speculabel.backends.base import BackendError
+    from speculabel.cascade.build import check_setup
+    from speculabel.cascade.config import ConfigError, make_config, read_config_data
+    from speculabel.io.results import ResultsError, ResultsFile, RunInfo
+    from speculabel.io.tables import InputError, RowError, read_items
+    from speculabel.records import Item
+    from speculabel.tasks import TaskError, load_task
+
+    overrides: dict[str, Any] = {
+        "task": task, "workers": csv_list(workers, "--workers"), "judge": judge,
+        "policy": policy, "threshold": threshold, "early_exit": early_exit,
+        "parallel_workers": parallel_workers, "batch_size": batch_size,
+    }
+    try:
+        data = read_config_data(config) if config else {}
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        cfg = make_config(data, f"{config} (with the flags)" if config else "settings")
+        the_task = load_task(cfg.task)
+        columns = column_map(the_task, text_column, text_a_column, text_b_column)
+        check_setup(cfg, the_task)
+    except (ConfigError, TaskError, BackendError) as e:
+        raise fail(str(e)) from None
+    if input.exists() and output.exists() and input.resolve() == output.resolve():
+        raise fail(f"the output {output} is the input file; give another -o")
+
+    try:
+        rows = list(read_items(input, the_task, columns=columns, id_column=id_column))
+        if limit is not None:
+            rows = rows[:limit]
+        run = RunInfo(
+            settings={**cfg.decision_settings(), "task_prompt": the_task.fingerprint()},
+            input={"path": str(input.resolve()), "columns": columns, "id_column": id_column},
+        )
+        results = ResultsFile(output, run, allow_changed_run=allow_changed_run)
+    except (InputError, ResultsError) as e:
+        raise fail(str(e)) from None
+    if results.dropped_retryable:
+        echo_note(f"{results.dropped_retryable} records of a retryable error are decided again",
+                  quiet)
+    todo = [r for r in rows if not results.is_done(r)]
+    skipped = len(rows) - len(todo)
+    if skipped:
+        echo_note(f"resuming: {skipped} of {len(rows)} rows already in {output}", quiet)
+
+    with results:
+        for r in todo:
+            if isinstance(r, RowError):
+                results.write_bad_row(r)
+        items = [r for r in todo if isinstance(r, Item)]
+        n_errors = len(todo) - len(items)
+        if not items:
+            typer.echo(f"nothing to do: all {len(rows)} rows are in {output}")
+            return
+        store = _open_votes(votes, no_votes)
+        for spec, where in learner_dirs(cfg.workers, cfg.models, output).items():
+            cfg.models.setdefault(spec, {})["directory"] = str(where)
+            echo_note(f"{spec} keeps its labels and model in {where}", quiet)
+        cascade = _build(cfg, the_task, store, quiet)
+        try:
+            _run_with_progress(cascade, items, results.write, quiet)
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted: {cascade.stats.items} items decided in this run are saved "
+                       f"in {output}; rerun the same command to resume", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        finally:
+            cascade.close()
+            if store is not None:
+                store.close()
+    summary = cascade.stats.summary()
+    summary["failures"] = int(summary["failures"]) + n_errors
+    print_summary(summary, output)
+    if cascade.stats.pending:
+        typer.secho(
+            f"{cascade.stats.pending} items are not decided (judge unavailable); "
+            "run the same command again to finish them.",
+            fg=typer.colors.YELLOW, err=True,
+        )
+        raise typer.Exit(EXIT_INCOMPLETE)
+
+
+def learner_dirs(
+    workers: list[str], models: dict[str, dict[str, Any]], output: Path
+) -> dict[str, Path]:
+    """Where each learning worker without a directory of its own persists: beside the results
+    file (``OUT.learner-NAME``), so that a resumed run continues with what it had learnt."""
+    out: dict[str, Path] = {}
+    for spec in workers:
+        if spec.startswith("learner:") and "@" not in spec \
+                and "directory" not in models.get(spec, {}):
+            name = spec.split(":", 1)[1]
+            out[spec] = output.with_name(f"{output.name}.learner-{name}")
+    return out
+
+
+def _open_votes(votes: Path | None, no_votes: bool) -> Any:
+    from speculabel.io.paths import votes_path
+    from speculabel.io.votes import VoteStore, VoteStoreError
+
+    if no_votes:
+        return None
+    try:
+        return VoteStore(votes_path(votes))
+    except VoteStoreError as e:
+        raise fail(str(e)) from None
+
+
+def _build(cfg: Any, task: Any, store: Any, quiet: bool) -> Any:
+    from speculabel.backends.base import BackendError
+    from speculabel.cascade.build import build_cascade
+    from speculabel.models import ModelError
+
+    try:
+        return build_cascade(cfg, vote_store=store, task=task,
+                             progress=lambda msg: echo_note(msg, quiet))
+    except (BackendError, ModelError, ValueError) as e:
+        raise fail(str(e)) from None
+
+
+def _run_with_progress(cascade: Any, items: list[Any], write: Any, quiet: bool) -> None:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    if quiet:
+        cascade.classify(items, on_record=write)
+        return
+    t0 = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]classify"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
+        TimeRemainingColumn(), transient=False, refresh_per_second=4,
+    ) as bar:
+        tid = bar.add_task("classify", total=len(items), rate="")
+        for rec in cascade.classify_iter(items):
+            write(rec)
+            st = cascade.stats
+            dt = time.perf_counter() - t0
+            bar.update(
+                tid, advance=1,
+                rate=f"{st.items / dt:.2f} items/s  judge {100 * st.judge_rate:.0f}%",
+            )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("classify")(classify)

@@ -1,0 +1,95 @@
+"""What the commands share: one flag, one meaning, one help text; errors as one red line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from speculabel.tasks import Task
+
+#: exit statuses every command uses
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+TextOpt = Annotated[
+    str | None, typer.Option("--text-column", help="Column with the text (single-text tasks).")
+]
+TextAOpt = Annotated[
+    str | None, typer.Option("--text-a-column", help="Column with the first text (pair tasks).")
+]
+TextBOpt = Annotated[
+    str | None, typer.Option("--text-b-column", help="Column with the second text (pair tasks).")
+]
+IdOpt = Annotated[
+    str | None, typer.Option("--id-column", help="Column with item ids (default: row number).")
+]
+VotesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--votes",
+        help="Vote store: a votes.sqlite file, or a folder holding one (a bench --out) "
+        "[default: $SPECULABEL_HOME/votes.sqlite].",
+    ),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes.")]
+
+
+def fail(msg: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    """Print ``error: msg`` (secrets redacted) and return the exit to raise."""
+    from speculabel.redact import redact
+
+    typer.secho(f"error: {redact(msg)}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def csv_list(value: str | None, flag: str) -> list[str] | None:
+    """A comma-separated flag value as a list; ``None`` when not given; an error when it names
+    nothing (``--workers ","`` must not mean "the defaults")."""
+    if value is None:
+        return None
+    out = [v.strip() for v in value.split(",") if v.strip()]
+    if not out:
+        raise fail(f"{flag} {value!r} names nothing; give comma-separated model specs")
+    return out
+
+
+def column_map(
+    task: Task, text: str | None, text_a: str | None, text_b: str | None
+) -> dict[str, str]:
+    """Which column holds each of the task's fields (flags that do not fit the task refused)."""
+    pair = len(task.fields) == 2 and set(task.fields) == {"text_a", "text_b"}
+    columns: dict[str, str] = {}
+    if text:
+        if len(task.fields) != 1:
+            hint = " (use --text-a-column and --text-b-column)" if pair else ""
+            raise fail(f"task {task.name!r} has fields {list(task.fields)}: --text-column is for "
+                       f"single-text tasks{hint}")
+        columns[task.fields[0]] = text
+    for field, col, flag in (("text_a", text_a, "--text-a-column"),
+                             ("text_b", text_b, "--text-b-column")):
+        if col:
+            if field not in task.fields:
+                raise fail(f"task {task.name!r} has fields {list(task.fields)}: {flag} is for "
+                           "pair tasks (use --text-column)")
+            columns[field] = col
+    return columns
+
+
+def echo_note(msg: str, quiet: bool = False) -> None:
+    if not quiet:
+        typer.echo(msg, err=True)
+
+
+def print_summary(summary: dict[str, Any], output: Path | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="summary", show_header=False)
+    for key, value in summary.items():
+        table.add_row(key.replace("_", " "), str(value))
+    if output is not None:
+        table.add_row("results", str(output))
+    Console(stderr=True).print(table)

@@ -1,0 +1,287 @@
+"""Input tables (CSV, TSV, JSON Lines, Parquet) read as items, one bad row never stopping a run.
+
+A row that cannot become an item (empty text, a missing or duplicate id, more or fewer fields
+than the header, bytes that are not UTF-8, a broken JSON line) comes out as a :class:`RowError`
+naming the file and the row; the run records it and goes on.  A file that cannot be read at all
+(missing, a directory, binary, not UTF-8 in its header, a corrupt Parquet file, unknown columns,
+no data rows) raises :class:`InputError` before any model loads.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from speculabel.records import Item
+from speculabel.tasks import Task
+
+
+class InputError(ValueError):
+    """The input file cannot be read as asked; the message names the file, row or column."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A row that cannot become an item: its 1-based data row, the reason, and its id when the
+    row has a valid one of its own (an empty text, say; never a duplicate's).  Recorded with the
+    error; the run goes on."""
+
+    row: int
+    error: str
+    id: str | None = None
+
+
+SUPPORTED = (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet")
+_NUL = "\ue000"  # NUL bytes are replaced by this private-use character, then reported
+_BAD = "__speculabel_row_error__"
+
+Row = tuple[int, dict[str, Any]]  # (1-based data row, values by column); errors under _BAD
+
+
+def _text_problem(values: Sequence[Any]) -> str | None:
+    for v in values:
+        if isinstance(v, str):
+            if _NUL in v:
+                return "contains NUL bytes (is this a binary file?)"
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return "has bytes that are not UTF-8 (save the file as UTF-8)"
+    return None
+
+
+def _csv_rows(path: Path, delimiter: str) -> tuple[list[str], Iterator[Row]]:
+    fh = path.open(newline="", encoding="utf-8", errors="surrogateescape")
+    lines = (line.replace("\0", _NUL) for line in fh)
+    reader = csv.DictReader(lines, delimiter=delimiter, restkey=_BAD)
+    try:
+        columns = list(reader.fieldnames or [])
+    except csv.Error as e:
+        fh.close()
+        raise InputError(f"{path}: not a readable {path.suffix} file: {e}") from e
+    problem = _text_problem(columns)
+    if problem:
+        fh.close()
+        raise InputError(f"{path}: the header {problem}; is this a {path.suffix} text file?")
+
+    def gen() -> Iterator[Row]:
+        with fh:
+            rowno = 0
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as e:
+                    rowno += 1
+                    yield rowno, {_BAD: f"line {reader.line_num}: {e}"}
+                    continue
+                rowno += 1
+                extra = row.pop(_BAD, None)
+                if extra is not None or any(v is None for v in row.values()):
+                    n = len(columns) + len(extra or []) - sum(v is None for v in row.values())
+                    hint = " (an unquoted delimiter in a text?)" if extra is not None else ""
+                    yield rowno, {_BAD: f"has {n} fields, the header has {len(columns)}{hint}"}
+                    continue
+                problem = _text_problem(list(row.values()))
+                yield rowno, ({_BAD: problem} if problem else row)
+
+    return columns, gen()
+
+
+def _jsonl_rows(path: Path) -> tuple[list[str], Iterator[Row]]:
+    columns: list[str] = []
+    with path.open("rb") as fh:
+        for raw in fh:
+            if not raw.strip():
+                continue
+            try:
+                first = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                raise InputError(f"{path}: line 1 is not UTF-8 text ({e.reason} at byte "
+                                 f"{e.start}); is this a JSON Lines file?") from e
+            except json.JSONDecodeError as e:
+                if raw.lstrip().startswith(b"["):
+                    raise InputError(f"{path} holds a JSON array; speculabel reads JSON Lines "
+                                     "(one JSON object per line)") from e
+                raise InputError(f"{path}: the first line is not valid JSON: {e}") from e
+            if isinstance(first, list):
+                raise InputError(f"{path} holds a JSON array; speculabel reads JSON Lines "
+                                 "(one JSON object per line)")
+            if not isinstance(first, dict):
+                raise InputError(f"{path}: the first line is not a JSON object; speculabel "
+                                 "reads JSON Lines (one object per line)")
+            columns = list(first)
+            break
+
+    def gen() -> Iterator[Row]:
+        with path.open("rb") as fh3:
+            rowno = 0
+            for lineno, raw in enumerate(fh3, 1):
+                if not raw.strip():
+                    continue
+                rowno += 1
+                try:
+                    obj = json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError as e:
+                    yield rowno, {_BAD: f"line {lineno} is not UTF-8 ({e.reason} at byte {e.start})"}
+                    continue
+                except json.JSONDecodeError as e:
+                    yield rowno, {_BAD: f"line {lineno} is not valid JSON: {e}"}
+                    continue
+                if not isinstance(obj, dict):
+                    yield rowno, {_BAD: f"line {lineno} is not a JSON object"}
+                    continue
+                yield rowno, obj
+
+    return columns, gen()
+
+
+def _parquet_rows(path: Path) -> tuple[list[str], Iterator[Row]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise InputError(
+            f"{path}: reading Parquet needs pyarrow: pip install 'speculabel[parquet]'"
+        ) from e
+    try:
+        pf = pq.ParquetFile(path)
+        columns = list(pf.schema_arrow.names)
+    except Exception as e:  # pyarrow raises its own errors (ArrowInvalid, OSError ...)
+        raise InputError(f"{path}: not a readable Parquet file: {e}") from e
+
+    def gen() -> Iterator[Row]:
+        rowno = 0
+        try:
+            for batch in pf.iter_batches(batch_size=1024):
+                for row in batch.to_pylist():
+                    rowno += 1
+                    yield rowno, row
+        except Exception as e:
+            raise InputError(f"{path}: the Parquet file is damaged after row {rowno}: {e}") from e
+
+    return columns, gen()
+
+
+def table_rows(path: Path) -> tuple[list[str], Iterator[Row]]:
+    """Column names and ``(row number, values)`` pairs for CSV, TSV, JSONL and Parquet."""
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return _csv_rows(path, "\t" if suffix == ".tsv" else ",")
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return _jsonl_rows(path)
+    if suffix == ".parquet":
+        return _parquet_rows(path)
+    raise InputError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(SUPPORTED)}")
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"input file not found: {path}")
+    if not path.is_file():
+        raise InputError(f"input path is not a file: {path}")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty")
+
+
+def read_rows(
+    path: str | Path,
+    task: Task,
+    *,
+    columns: dict[str, str] | None = None,
+    id_column: str | None = None,
+    extra_columns: Sequence[str] = (),
+) -> Iterator[tuple[Item | RowError, dict[str, Any]]]:
+    """Items (or row errors) with the values of ``extra_columns`` (a gold column, say)."""
+    p = Path(path)
+    _check_file(p)
+    mapping = {f: (columns or {}).get(f) or f for f in task.fields}
+    names, rows = table_rows(p)
+    wanted = [*mapping.values(), *([id_column] if id_column else []), *extra_columns]
+    unknown = [c for c in dict.fromkeys(wanted) if c not in names]
+    if unknown:
+        raise InputError(
+            f"{p}: unknown column(s) {', '.join(repr(c) for c in unknown)}; "
+            f"the file has: {', '.join(names) or '(no columns)'}"
+        )
+    seen: dict[str, int] = {}
+    count = 0
+    for rowno, row in rows:
+        count += 1
+        extras = {c: row.get(c) for c in extra_columns}
+        if _BAD in row:
+            yield RowError(rowno, f"{p}: row {rowno} {row[_BAD]}"), extras
+            continue
+        item_id = str(row.get(id_column) if row.get(id_column) is not None else "").strip() \
+            if id_column else str(rowno)
+        if not item_id:
+            yield RowError(rowno, f"{p}: row {rowno}: empty id in column {id_column!r}"), extras
+            continue
+        if item_id in seen:
+            yield RowError(rowno, f"{p}: row {rowno}: duplicate id {item_id!r} (first in row "
+                                  f"{seen[item_id]})"), extras
+            continue
+        seen[item_id] = rowno
+        fields: dict[str, str] = {}
+        problem = None
+        for field, col in mapping.items():
+            value = row.get(col)
+            text = "" if value is None else str(value)
+            if not text.strip():
+                problem = f"{p}: row {rowno}: empty text in column {col!r}"
+                break
+            fields[field] = text
+        yield (RowError(rowno, problem, item_id) if problem else Item(item_id, fields, row=rowno)), extras
+    if count == 0:
+        raise InputError(f"{p} has no data rows (only a header, or only blank lines)")
+
+
+def read_items(
+    path: str | Path,
+    task: Task,
+    *,
+    columns: dict[str, str] | None = None,
+    id_column: str | None = None,
+) -> Iterator[Item | RowError]:
+    """Items from a table; ``columns`` maps each task field to a column (default: same name).
+
+    Ids default to the row number (1-based, header excluded).
+    """
+    for entry, _ in read_rows(path, task, columns=columns, id_column=id_column):
+        yield entry
+
+
+def read_labelled(
+    path: str | Path,
+    task: Task,
+    gold_column: str,
+    *,
+    columns: dict[str, str] | None = None,
+    id_column: str | None = None,
+) -> tuple[list[Item], list[str | None], list[RowError]]:
+    """Items with their gold labels (``None`` where the cell is empty) and the bad rows.
+
+    A gold label that is not one of the task's labels is refused with the labels it found.
+    """
+    items: list[Item] = []
+    gold: list[str | None] = []
+    bad: list[RowError] = []
+    for entry, extras in read_rows(path, task, columns=columns, id_column=id_column,
+                                   extra_columns=[gold_column]):
+        if isinstance(entry, RowError):
+            bad.append(entry)
+            continue
+        value = extras.get(gold_column)
+        items.append(entry)
+        gold.append(None if value is None or not str(value).strip() else str(value).strip())
+    unknown = sorted({g for g in gold if g is not None and g not in task.label_names})
+    if unknown:
+        raise InputError(
+            f"{path}: gold column {gold_column!r} has label(s) {unknown[:5]} that task "
+            f"{task.name!r} does not know ({', '.join(task.label_names)})"
+        )
+    return items, gold, bad

@@ -1,0 +1,32 @@
+"""``confident-majority`` (the paper's Criterion 2): a majority, and the mean probability that the
+agreeing workers give the winning label is at least ``threshold``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from speculabel.policy.base import Decision, Policy, check_threshold, strict_majority
+from speculabel.records import Vote
+
+
+class ConfidentMajority(Policy):
+    name = "confident-majority"
+    uses_threshold = True
+
+    def __init__(self, threshold: float = 0.0, min_answered: int | None = None) -> None:
+        super().__init__(min_answered)
+        self.threshold = check_threshold(threshold)
+
+    def decide(self, votes: Sequence[Vote], n_workers: int | None = None) -> Decision:
+        n = n_workers if n_workers is not None else len(votes)
+        m = strict_majority(votes, n, self._min(n))
+        if isinstance(m, Decision):
+            return m
+        label, agreeing = m
+        conf = sum(v.probs.get(label, 0.0) for v in agreeing) / len(agreeing)
+        if conf < self.threshold:
+            return Decision(False, label, conf, f"confidence {conf:.3f} < {self.threshold:.3f}")
+        return Decision(True, label, conf, "confident majority")
+
+    def describe(self) -> str:
+        return f"{self.name}@{self.threshold:g}"

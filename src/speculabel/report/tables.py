@@ -1,0 +1,238 @@
+"""The report's tables, built from the analysis dict alone."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from speculabel.report.format import (
+    Table,
+    config_headers,
+    config_row,
+    f3,
+    ms,
+    pct,
+    signed_pct,
+    times,
+)
+
+
+def tables(a: dict[str, Any]) -> list[Table]:
+    """Every table of the report, in order."""
+    gold = bool(a.get("has_gold"))
+    judge = a["judge"]
+    out: list[Table] = []
+
+    models = a["models"]
+    h = ["model", "role"]
+    if gold:
+        h += ["accuracy", "macro recall"]
+    h += ["agree w/ judge", "p50 ms", "p95 ms", "mean ms", "CPU ms/item", "abstained"]
+    rows = []
+    for name, m in models.items():
+        r = [name, "judge" if name == judge else "worker"]
+        if gold:
+            r += [pct(m.get("accuracy")), pct(m.get("macro_recall"))]
+        r += [pct(m.get("agreement_with_judge")), ms(m["latency_p50_s"]), ms(m["latency_p95_s"]),
+              ms(m["latency_mean_s"]), ms(m["cpu_mean_s"]), str(m["abstained"])]
+        rows.append(r)
+    out.append(Table("Models (paper Fig. 1, Figs. 3-4)", h, rows,
+                     "Latency and CPU time per item as stored by the bench run of each model."))
+
+    names = list(a["agreement_matrix"])
+    out.append(Table(
+        "Agreement matrix (share of items with the same label)", ["", *names],
+        [[r, *(pct(a["agreement_matrix"][r][c]) for c in names)] for r in names],
+    ))
+
+    out.append(Table(
+        "Selected configurations (computed from stored votes)", config_headers(gold),
+        [config_row(c, gold) for c in a["selected"]], a.get("selection", ""),
+    ))
+
+    meas = a.get("measured") or {}
+    if meas.get("runs"):
+        rows = []
+        for r in meas["runs"]:
+            m, c = r["measured"], r["computed"]
+            rows.append([
+                " + ".join(r["workers"]), r["rule"] + (" + early exit" if r["early_exit"] else ""),
+                str(r["items"]), times(m["speedup"]), times(c["speedup"]),
+                signed_pct(r["gap"]["speedup_rel"]), times(m["cpu_speedup"]),
+                times(c["cpu_speedup"]), signed_pct(r["gap"]["cpu_speedup_rel"]),
+                pct(m["coverage"]), pct(c["coverage"]), pct(r["same_final_label_as_computed"]),
+            ])
+        ja = meas.get("judge_alone", {})
+        out.append(Table(
+            "Measured against computed (real cascade and judge alone, same items, one process)",
+            ["workers", "rule", "items", "measured speedup", "computed", "gap",
+             "measured CPU ratio", "computed", "gap", "measured coverage", "computed coverage",
+             "same labels as computed"],
+            rows,
+            f"Judge alone ({meas.get('judge')}): {f3(ja.get('wall_s'))} s wall, "
+            f"{f3(ja.get('cpu_s'))} s CPU; its labels agree with its stored votes on "
+            f"{pct(ja.get('agreement_with_stored_votes'))} of the items. Gap = measured / "
+            "computed - 1. Sequential workers, batches as in the bench, no vote store.",
+        ))
+    else:
+        out.append(Table("Measured against computed", ["note"],
+                         [[str(meas.get("skipped", "not run"))]]))
+
+    out += _calibration_tables(a, gold)
+    out += _learner_tables(a)
+
+    cfgs = a["configs"]
+    seq = [c for c in cfgs if not c["parallel"]]
+    front = set(a.get("pareto_front", []))
+    points: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    for c in seq:
+        if c["key"] in front:
+            points.setdefault((c["judge_call_rate"], c["e2e_agreement"]), []).append(c)
+    rows = []
+    for (_, _), cs in sorted(points.items(), key=lambda kv: kv[0][0]):
+        cs.sort(key=lambda c: -(c["speedup"] or 0))
+        row = config_row(cs[0], gold)
+        if len(cs) > 1:
+            row[1] += f" (+{len(cs) - 1} with the same point)"
+        rows.append(row)
+    out.append(Table(
+        "Pareto front: fewest judge calls for each level of agreement (sequential workers)",
+        config_headers(gold), rows,
+        "One row per point (the fastest configuration reaching it); report.json lists them all.",
+    ))
+
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for c in seq:
+        k = (" + ".join(c["workers"]), c["rule"])
+        if k not in best or (c["speedup"] or 0) > (best[k]["speedup"] or 0):
+            best[k] = c
+    out.append(Table(
+        "Every worker pair and triple under every rule (paper Fig. 2; sequential workers, "
+        "the faster of early exit on/off)",
+        config_headers(gold),
+        [config_row(c, gold) for c in sorted(best.values(), key=lambda c: -(c["speedup"] or 0))],
+    ))
+
+    par = {(" + ".join(c["workers"]), c["rule"], c["early_exit"]): c
+           for c in cfgs if c["parallel"]}
+    rows = []
+    for c in a["selected"]:
+        for early in (False, True):
+            p = par.get((" + ".join(c["workers"]), c["rule"], early))
+            if p is not None:
+                rows.append(config_row(p, gold))
+    out.append(Table(
+        "The selected worker sets with parallel workers (ideal: one core set per worker)",
+        config_headers(gold), rows,
+        "Parallel cost = slowest worker + judge; on a 2-core machine workers contend for the "
+        "same cores, so real parallel runs are slower than this.",
+    ))
+
+    by = a.get("by_judge") or {}
+    rows = []
+    for j, d in by.items():
+        for c in d.get("selected", []):
+            rows.append([j, *config_row(c, gold)])
+    if rows:
+        out.append(Table("Best configurations with each model as the judge",
+                         ["judge", *config_headers(gold)], rows))
+    return out
+
+
+def measured_speedup(a: dict[str, Any], workers: list[str], rule: str) -> str:
+    for r in (a.get("measured") or {}).get("runs", []):
+        if list(r["workers"]) == list(workers) and r["rule"] == rule and not r["early_exit"]:
+            return times(r["measured"]["speedup"])
+    return "-"
+
+
+def _calibration_tables(a: dict[str, Any], gold: bool) -> list[Table]:
+    cal = a.get("calibration")
+    if not cal:
+        return []
+    d = cal["delta"]
+    h = ["method", "target", "workers", "threshold", "coverage", "agree on decided",
+         "e2e agree w/ judge"]
+    if gold:
+        h.append("e2e acc (gold)")
+    h += ["judge calls", "speedup computed", "measured", "violation rate"]
+    rows = []
+    for method in cal["methods"]:
+        for t in cal["targets"]:
+            r = (cal.get("best") or {}).get(method, {}).get(f"{t:g}")
+            if r is None:
+                rows.append([method, f"{t:g}", "no worker set meets it", *["-"] * (len(h) - 3)])
+                continue
+            c, sc = r["config"], r["split_check"]
+            row = [method, f"{t:g}", " + ".join(r["workers"]), f"{r['threshold']:g}",
+                   pct(r["coverage"]), pct(r["agreement_decided"]), pct(c["e2e_agreement"])]
+            if gold:
+                row.append(pct(c.get("e2e_accuracy")))
+            row += [pct(c["judge_call_rate"]), times(c["speedup"]),
+                    measured_speedup(a, r["workers"], c["rule"]),
+                    pct(sc["population_violation_rate"])]
+            rows.append(row)
+    held = "held" if cal.get("guarantee_held") else "did NOT hold"
+    tables = [Table(
+        f"Criterion 2 with a guarantee: calibrated confident-majority (delta {d:g})", h, rows,
+        f"For each test method and agreement target, the fastest worker set whose threshold the "
+        f"exact binomial test certifies on all {cal['n']} bench items (reference: the judge "
+        f"{cal['reference']}): agreement on worker-decided items >= target with probability "
+        f">= {1 - d:g}. Violation rate: over {cal['splits']} random splits (calibrate on "
+        f"{100 * cal['cal_frac']:g} % of the items), the share of splits whose threshold gives "
+        f"agreement below the target on all the items (the population the calibration part "
+        f"was drawn from); the largest over every method, worker set and target is "
+        f"{pct(cal['max_population_violation_rate'])} (must be <= {100 * d:g} %: {held}). "
+        f"Measured only on the held-out half, which adds that half's own sampling noise, the "
+        f"largest is {pct(cal['max_violation_rate'])}.",
+    )]
+    rows = []
+    for r in cal["rows"]:
+        sc = r["split_check"]
+        rows.append([
+            r["method"], " + ".join(r["workers"]), f"{r['target']:g}",
+            f"{r['threshold']:g}" if r["feasible"] else "infeasible",
+            pct(r["judge_call_rate"]),
+            times(r["config"]["speedup"]) if r["config"] else "-",
+            pct(sc["feasible_share"]), pct(sc["mean_test_coverage"]),
+            pct(sc["mean_test_agreement"]), pct(sc["population_violation_rate"]),
+            pct(sc["violation_rate"]),
+        ])
+    tables.append(Table(
+        "Calibrated thresholds for every method, worker set and target",
+        ["method", "workers", "target", "threshold", "judge calls", "speedup",
+         "splits feasible", "held-out coverage", "held-out agreement", "violation rate",
+         "held-out violation rate"], rows,
+    ))
+    return tables
+
+
+def _learner_tables(a: dict[str, Any]) -> list[Table]:
+    tables = []
+    for ls in a.get("learner_streams") or []:
+        meta, total = ls["meta"], ls["total"]
+        rows = [[w["items"], str(w["labels_at_start"]), pct(w["learner_voting"]),
+                 pct(w["judge_call_rate"]), str(w["decided_by_workers"]),
+                 pct(w["agreement_with_judge"]), pct(w.get("accuracy_vs_gold"))]
+                for w in ls["windows"]]
+        tables.append(Table(
+            f"Learning worker: judge-call rate as labels accumulate ({meta['n']} items, "
+            f"reference {meta['reference']})",
+            ["items", "labels at start", "learner voting", "judge-call rate",
+             "decided by workers", "agreement with reference", "accuracy vs gold"], rows,
+            f"Workers {', '.join(meta['workers'])}; confident majority re-certified after every "
+            f"retrain (target {meta['target']}, delta {meta['delta']}). Overall judge-call rate "
+            f"{pct(total['judge_call_rate'])}, agreement on worker-decided items "
+            f"{pct(total['agreement_with_reference'])}. From {ls.get('file', '?')}.",
+        ))
+    return tables
+
+
+# ---------------------------------------------------------------- plots
+
+
+def headline_tables(a: dict[str, Any]) -> Sequence[Table]:
+    """The tables the CLI prints at the end of a bench."""
+    ts = tables(a)
+    return [t for t in ts if t.title.startswith(("Models", "Agreement matrix", "Selected",
+                                                 "Measured", "Criterion 2", "Learning worker"))]
