@@ -159,3 +159,14 @@ def test_quiet_means_quiet_llama_cpp_included(tmp_path: Path, gemma_path: Path,
                              "--no-votes"), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "llama" not in res.stderr.lower() and "summary" in res.stderr
+
+
+def test_demo_runs_and_compares_with_the_judge(smollm2_path: Path, qwen05_path: Path) -> None:
+    res = subprocess.run(cli("demo", "--task", "sentiment", "--workers", "vader,smollm2-135m",
+                             "--judge", "qwen2.5-0.5b", "--no-pull"),
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "COLUMNS": "160"})
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "judge-call rate" in out and "accuracy vs gold" in out and "speedup" in out
+    assert "sentiment: 30 items" in out
