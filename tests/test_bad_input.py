@@ -43,6 +43,8 @@ class Case:
 
 W = "--workers=vader,openai:m2@{url}"
 J = "--judge=openai:m1@{url}"
+CAL = ["calibrate", "{in}", "--task", "sentiment", "--id-column", "id", W, J, "-o", "{tmp}/c.toml",
+       "--votes", "{tmp}/v.sqlite", "-q"]
 BASE = ["classify", "{in}", "-o", "{out}", "--task", "sentiment", "--id-column", "id", W, J, "-q"]
 
 CASES = [
@@ -123,6 +125,23 @@ CASES = [
     Case("threshold with majority", [*BASE, "--threshold", "0.7"], 2, "takes no threshold"),
     Case("negative limit", [*BASE, "--limit", "-1"], 2, "--limit"),
     Case("workers that name nothing", [*BASE[:-3], "--workers", ",", J], 2, "names nothing"),
+    # ------------------------------------------------------------ calibrate
+    Case("target outside (0, 1)", [*CAL, "--target", "1.2"], 2, "--target must be between 0 and 1",
+         after="absent:c.toml"),
+    Case("margin outside [0, 1)", [*CAL, "--non-inferior", "1.5"], 2, "--non-inferior must be in",
+         after="absent:c.toml"),
+    Case("gold reference without gold", [*CAL, "--reference", "gold"], 2, "needs gold labels",
+         after="absent:c.toml"),
+    Case("non-inferior against the judge", [*CAL, "--non-inferior", "0.02", "--reference", "judge"],
+         2, "use --reference gold", after="absent:c.toml"),
+    Case("dataset scope against gold", [*CAL, "--reference", "gold", "--gold-column", "g"], 2,
+         "use --non-inferior", files={"in.csv": CSV.replace("text\n", "text,g\n")
+                                      .replace("phone\n", "phone,positive\n")
+                                      .replace("ever\n", "ever,negative\n")
+                                      .replace("nine\n", "nine,neutral\n")},
+         after="absent:c.toml"),
+    Case("too few items for any certificate", CAL, 1, "needs at least 22 calibration items",
+         after="absent:c.toml"),
     Case("key in a url is not echoed", [*BASE[:-3], "--workers=openai:m@https://u:sk-abcdef0123456789xyz@h",
                                         J], 2, "***"),
 ]
@@ -161,7 +180,9 @@ def test_bad_input(case: Case, tmp_path: Path, fake: Any, monkeypatch: pytest.Mo
     assert exc is None or isinstance(exc, SystemExit), repr(exc)
     assert code == case.code, text
     assert case.phrase.lower() in text.lower(), text
-    if case.after == "absent":
+    if case.after.startswith("absent:"):
+        assert not (tmp_path / case.after.split(":")[1]).exists()
+    elif case.after == "absent":
         assert not out.exists() or out.stat().st_size == 0
     elif case.after == "empty":
         assert not out.exists() or out.read_text() == ""

@@ -434,7 +434,8 @@ def test_calibrate_command_writes_a_config_classify_reads(tmp_path: Path) -> Non
     csv = _labelled_csv(tmp_path / "cal.csv")
     out = tmp_path / "cascade.toml"
     args = ["calibrate", str(csv), "--workers", "vader", "--judge", "qwen2.5-1.5b",
-            "--gold-column", "label", "--id-column", "id", "--target", "0.9", "--delta", "0.1",
+            "--gold-column", "label", "--reference", "gold", "--scope", "workers",
+            "--id-column", "id", "--target", "0.9", "--delta", "0.1",
             "--votes", str(tmp_path / "votes.sqlite"), "-o", str(out),
             "--report", str(tmp_path / "evidence.json")]
     res = CliRunner().invoke(app, args)
@@ -471,3 +472,79 @@ def test_infeasible_because_the_sequence_stopped_says_so() -> None:
     assert res.best_bound > 0.9 and res.shortfall == 0.0
     assert "--method fallback" in res.message()
     assert calibrate_threshold(scores, agree, 0.9, 0.1, method="fallback").feasible
+
+
+# --------------------------------------------------------------------------- the three scopes
+
+
+def _population(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores, worker-agrees-with-reference, judge-right: agreement rises with the score."""
+    rng = np.random.default_rng(seed)
+    s = rng.random(n)
+    agree = rng.random(n) < 0.55 + 0.43 * s
+    judge_right = rng.random(n) < 0.8
+    return s, agree, judge_right
+
+
+def test_dataset_scope_counts_judge_decided_items_as_agreeing() -> None:
+    s, agree, _ = _population(2000, 0)
+    workers = calibrate_threshold(s, agree, 0.9, 0.1, scope="workers")
+    dataset = calibrate_threshold(s, agree, 0.9, 0.1, scope="dataset")
+    assert workers.feasible and dataset.feasible
+    # a whole-data target is far looser than the same target on the workers' share
+    assert dataset.coverage > workers.coverage + 0.2
+    assert dataset.estimate is not None and dataset.estimate >= 0.9
+    assert dataset.bound is not None and dataset.bound >= 0.9
+    # at the certified threshold the workers' own share agrees less than 0.9
+    assert dataset.agreement is not None and dataset.agreement < 0.9
+    assert "over the whole data set" in dataset.message()
+
+
+def test_non_inferiority_lets_a_worker_better_than_the_judge_decide_everything() -> None:
+    rng = np.random.default_rng(1)
+    n = 1000
+    s = rng.random(n)
+    worker_right = rng.random(n) < 0.9
+    judge_right = rng.random(n) < 0.8
+    res = calibrate_threshold(s, worker_right, 0.02, 0.1, scope="non-inferior",
+                              judge_right=judge_right)
+    assert res.feasible and res.threshold == 0.0 and res.coverage == 1.0
+    assert res.estimate is not None and res.estimate < 0  # the cascade beats the judge
+    assert res.bound is not None and res.bound <= 0.02
+    worse = calibrate_threshold(s, rng.random(n) < 0.6, 0.02, 0.1, scope="non-inferior",
+                                judge_right=judge_right)
+    assert not worse.feasible or worse.coverage < 0.2
+
+
+def test_too_few_items_says_how_many_are_needed() -> None:
+    res = calibrate_threshold(np.ones(10), np.ones(10, dtype=bool), 0.02, 0.1,
+                              scope="non-inferior", judge_right=np.ones(10, dtype=bool))
+    assert not res.feasible and res.needed == 149
+    assert "needs at least 149 calibration items" in res.message()
+    res = calibrate_threshold(np.ones(10), np.ones(10, dtype=bool), 0.9, 0.1, scope="dataset")
+    assert not res.feasible and "needs at least 22 calibration items" in res.message()
+
+
+@pytest.mark.parametrize(("scope", "target"), [("workers", 0.85), ("dataset", 0.9),
+                                               ("non-inferior", 0.02)])
+def test_the_guarantee_holds_over_random_calibration_draws(scope: str, target: float) -> None:
+    """P(the certified quantity misses the target on the population) <= delta, measured."""
+    s, agree, judge_right = _population(20000, 2)
+    worker_right = agree  # in the non-inferiority case, agree means "right on gold"
+    rng = np.random.default_rng(3)
+    delta, draws, violations = 0.1, 150, 0
+    for _ in range(draws):
+        idx = rng.choice(len(s), 400, replace=False)
+        res = calibrate_threshold(s[idx], agree[idx], target, delta, scope=scope,  # type: ignore[arg-type]
+                                  judge_right=judge_right[idx])
+        if not res.feasible or res.threshold is None:
+            continue
+        acc = s >= res.threshold
+        if scope == "workers":
+            violations += bool(acc.any()) and agree[acc].mean() < target
+        elif scope == "dataset":
+            violations += 1 - (acc & ~agree).mean() < target
+        else:
+            loss = (acc & ~worker_right & judge_right).mean() - (acc & worker_right & ~judge_right).mean()
+            violations += loss > target
+    assert violations / draws <= delta

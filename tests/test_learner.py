@@ -12,6 +12,7 @@ import pytest
 
 from speculabel.backends.base import BackendError
 from speculabel.backends.learner.backend import LearnerBackend, from_spec
+from speculabel.backends.learner.similarity import SimilarityBackend
 from speculabel.records import Item
 from speculabel.tasks import SENTIMENT, SIMILAR_TICKET
 
@@ -66,12 +67,12 @@ def test_abstains_with_few_labels_and_says_why() -> None:
     items, labels = _stream(9)
     votes = lrn.score(SENTIMENT, items)
     assert all(v.abstained for v in votes)
-    assert "0 judge labels" in (votes[0].error or "")
+    assert "0 labels" in (votes[0].error or "")
     lrn.observe(items, labels)
     votes = lrn.score(SENTIMENT, items[:2])
     assert all(v.abstained for v in votes)
     reason = votes[0].error or ""
-    assert "9 judge labels" in reason and "5 per class" in reason
+    assert "9 labels" in reason and "5 per class" in reason
     assert lrn.fingerprint().endswith("untrained")
 
 
@@ -207,3 +208,83 @@ def test_preload_embeddings_from_another_learner(tmp_path: Path) -> None:
     second.score(SENTIMENT, [])
     second.observe(items, labels)
     assert emb.calls == 0 and second.trained_on == 30
+
+
+# --------------------------------------------------------------------------- the pair worker
+TOPICS = {
+    "card": ["card", "arrive", "delivery", "post"],
+    "pin": ["pin", "code", "change", "reset"],
+    "topup": ["top", "up", "balance", "add"],
+}
+
+
+def _pairs(n: int, seed: int = 0) -> tuple[list[Item], list[str]]:
+    rng = random.Random(seed)
+    items, labels = [], []
+    for i in range(n):
+        a = rng.choice(list(TOPICS))
+        b = a if rng.random() < 0.5 else rng.choice([t for t in TOPICS if t != a])
+        ta = " ".join(rng.sample(TOPICS[a], 3)) + f" q{i}"
+        tb = " ".join(rng.sample(TOPICS[b], 3)) + f" r{i}"
+        items.append(Item(f"p{i}", {"text_a": ta, "text_b": tb}))
+        labels.append("similar" if a == b else "not_similar")
+    return items, labels
+
+
+def _sim(tmp: Path | None = None, **kw: object) -> SimilarityBackend:
+    return SimilarityBackend(embedder=HashEmbedder(), directory=tmp, **kw)  # type: ignore[arg-type]
+
+
+def test_similarity_worker_learns_from_few_labels() -> None:
+    sim = _sim()
+    items, labels = _pairs(200)
+    assert all(v.abstained for v in sim.score(SIMILAR_TICKET, items[:3]))
+    sim.observe(items[:24], labels[:24])  # a couple of dozen labels are enough for one feature
+    votes = sim.score(SIMILAR_TICKET, items[100:])
+    assert not any(v.abstained for v in votes)
+    acc = sum(v.label == g for v, g in zip(votes, labels[100:], strict=True)) / 100
+    assert acc > 0.85
+    # its one feature is the cosine, symmetric in the two texts
+    assert sim.features([("a b", "b c")]) == pytest.approx(sim.features([("b c", "a b")]))
+
+
+def test_similarity_worker_refuses_single_text_and_multi_label_tasks() -> None:
+    from speculabel.backends.registry import check_spec
+
+    with pytest.raises(BackendError, match="pair tasks with two labels"):
+        check_spec("similarity:minilm", SENTIMENT)
+    check_spec("similarity:minilm", SIMILAR_TICKET)
+    with pytest.raises(BackendError, match="unknown option"):
+        check_spec("similarity:minilm", SIMILAR_TICKET, n_threads=2)
+
+
+def test_a_frozen_worker_votes_as_it_was_saved_and_learns_nothing(tmp_path: Path) -> None:
+    items, labels = _pairs(80)
+    sim = _sim(tmp_path / "fitted")
+    sim.score(SIMILAR_TICKET, [])
+    sim.fit([sim.row_of(it) for it in items[:40]], labels[:40])
+    before = sim.predict_proba([sim.row_of(it) for it in items[40:]])
+    fp = sim.fingerprint()
+    frozen = _sim(tmp_path / "fitted", frozen=True)
+    assert frozen.fingerprint() == fp
+    assert not frozen.observe(items[40:], ["similar"] * 40)
+    frozen.close()
+    again = _sim(tmp_path / "fitted", frozen=True)
+    assert again.fingerprint() == fp and again.n_labels == 40
+    got = again.predict_proba([again.row_of(it) for it in items[40:]])
+    assert got == pytest.approx(before)
+    with pytest.raises(BackendError, match="needs the directory of a fitted worker"):
+        _sim(tmp_path / "nothing-here", frozen=True)
+
+
+def test_a_fitted_state_of_another_kind_or_task_is_refused(tmp_path: Path) -> None:
+    items, labels = _pairs(40)
+    sim = _sim(tmp_path / "s")
+    sim.score(SIMILAR_TICKET, [])
+    sim.fit([sim.row_of(it) for it in items], labels)
+    with pytest.raises(BackendError, match="holds a similarity:minilm worker, not learner:minilm"):
+        _learner(tmp_path / "s")
+    with pytest.raises(BackendError, match="trained for labels"):
+        _sim(tmp_path / "s").score(SENTIMENT, [Item("x", {"text": "hi"})])
+    with pytest.raises(BackendError, match="pair tasks"):
+        _sim(tmp_path / "s").check_task(SENTIMENT)

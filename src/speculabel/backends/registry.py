@@ -21,6 +21,7 @@ _KINDS: dict[str, str] = {
     "openai": "speculabel.backends.openai.backend:OpenAIBackend",
     "vader": "speculabel.backends.lexicon:VaderBackend",
     "learner": "speculabel.backends.learner.backend:LearnerBackend",
+    "similarity": "speculabel.backends.learner.similarity:SimilarityBackend",
 }
 
 
@@ -35,14 +36,14 @@ def kind_of(spec: str) -> str:
     if spec in CATALOGUE or spec.startswith("gguf:"):
         return "llamacpp"
     head = spec.partition(":")[0]
-    if head in ("openai", "learner") and ":" in spec:
+    if head in ("openai", "learner", "similarity") and ":" in spec:
         return head
     if spec == "vader":
         return "vader"
     known = ", ".join(sorted(CATALOGUE))
     raise BackendError(
         f"unknown model {_safe(spec)!r}. Known: {known}; or gguf:PATH, openai:MODEL@BASE_URL, "
-        "vader, learner:minilm"
+        "vader, learner:minilm, similarity:minilm"
     )
 
 

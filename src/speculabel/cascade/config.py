@@ -22,6 +22,14 @@ Example::
     api_key_env = "MY_API_KEY"
     max_in_flight = 8
 
+    [models."similarity:minilm"]       # a fitted worker, frozen (written by calibrate)
+    directory = "cascade.fitted/similarity-minilm"   # relative to this file
+    frozen = true
+
+    [certificate]                      # what calibrate certified (for the record)
+    scope = "dataset"
+    target = 0.85
+
 Every value is type-checked (pydantic, strict): ``threshold = "0.8"`` or ``early_exit = "yes"``
 is refused with the file and the key named, never coerced or ignored.  Flags on the command
 line are merged into the same data and checked the same way.
@@ -29,6 +37,7 @@ line are merged into the same data and checked the same way.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import tomllib
@@ -81,6 +90,10 @@ class CascadeConfig(BaseModel):
     weights: dict[str, float] = Field(default_factory=dict)
     calibration: dict[str, ModelCalibrationEntry] = Field(default_factory=dict)
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: every item goes to the judge (the baseline in the same output format); workers unused
+    judge_only: bool = False
+    #: what ``calibrate`` certified for these settings (informational, never changes a label)
+    certificate: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("workers", mode="before")
     @classmethod
@@ -106,6 +119,11 @@ class CascadeConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> CascadeConfig:
+        if self.judge_only:
+            if self.judge is None:
+                raise ValueError("judge_only needs a judge")
+            self.workers = []
+            return self
         if not self.workers:
             self.workers = default_workers(self.task)
         if not 1 <= len(self.workers) <= 3:
@@ -129,6 +147,7 @@ class CascadeConfig(BaseModel):
         """Everything that can change a record's label or decider (not speed settings)."""
         return {
             "task": self.task,
+            "judge_only": self.judge_only,
             "workers": list(self.workers),
             "judge": self.judge,
             "policy": self.policy,
@@ -179,11 +198,17 @@ def read_config_data(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config path is not a file: {p}")
     try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from e
     except (UnicodeDecodeError, OSError) as e:
         raise ConfigError(f"{p}: cannot read it as UTF-8 text: {e}") from e
+    # a fitted worker's folder is written relative to the file (it travels with it)
+    for options in (data.get("models") or {}).values():
+        if isinstance(options, dict) and isinstance(options.get("directory"), str):
+            where = Path(options["directory"]).expanduser()
+            options["directory"] = str(where if where.is_absolute() else p.parent / where)
+    return data
 
 
 def load_config(path: str | Path) -> CascadeConfig:
@@ -193,9 +218,11 @@ def load_config(path: str | Path) -> CascadeConfig:
 def dump_config(cfg: CascadeConfig) -> dict[str, Any]:
     """The TOML table of a config (defaults for the optional tables left out)."""
     out: dict[str, Any] = cfg.model_dump(exclude_none=True)
-    for key in ("weights", "calibration", "models"):
+    for key in ("weights", "calibration", "models", "certificate"):
         if not out.get(key):
             out.pop(key, None)
+    if not out.get("judge_only"):
+        out.pop("judge_only", None)
     for entry in out.get("calibration", {}).values():
         if not entry.get("offsets"):
             entry.pop("offsets", None)
@@ -209,5 +236,11 @@ def save_config(cfg: CascadeConfig, path: str | Path, comment: str = "") -> Path
     head = "".join(f"# {line}\n" if line else "#\n" for line in comment.splitlines())
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(head + tomli_w.dumps(dump_config(cfg)), encoding="utf-8")
+    table = dump_config(cfg)
+    for options in (table.get("models") or {}).values():  # folders beside the file: relative
+        where = options.get("directory")
+        if isinstance(where, str) and Path(where).is_absolute():
+            with contextlib.suppress(ValueError):  # elsewhere: stays absolute
+                options["directory"] = str(Path(where).relative_to(p.parent.resolve()))
+    p.write_text(head + tomli_w.dumps(table), encoding="utf-8")
     return p

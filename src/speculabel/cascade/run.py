@@ -98,8 +98,8 @@ class Cascade:
         batch_size: int = 8,
         calibration: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
-        if not workers:
-            raise ValueError("a cascade needs at least one worker")
+        if not workers and judge is None:
+            raise ValueError("a cascade needs at least one worker, or a judge alone")
         if len(workers) > 3:
             raise ValueError(f"at most three workers, got {len(workers)}")
         names = [w.name for w in workers]
@@ -174,6 +174,10 @@ class Cascade:
     def _run_batch(self, batch: list[Item]) -> Iterator[Record]:
         n_workers = len(self.workers)
         item_votes: list[list[Vote]] = [[] for _ in batch]
+        if not self.workers:  # the judge alone: the baseline, in the same records
+            yield from self._judge(batch, list(range(len(batch))), item_votes,
+                                   [Decision(False, None, 0.0, "judge only")] * len(batch))
+            return
         first = self.workers[:2] if self.early_exit else self.workers
         for w_votes in self._ask(first, batch):
             for i, v in enumerate(w_votes):
@@ -203,15 +207,19 @@ class Cascade:
                 yield rec
             else:
                 escalate.append(i)
-        if not escalate:
-            return
+        if escalate:
+            yield from self._judge(batch, escalate, item_votes, decisions)
+
+    def _judge(self, batch: list[Item], escalate: list[int], item_votes: list[list[Vote]],
+               decisions: Sequence[Decision]) -> Iterator[Record]:
+        """The judge labels the escalated items; learning workers are given its labels."""
         esc_items = [batch[i] for i in escalate]
         if self.judge is None:
             for i in escalate:
                 rec = Record(
                     id=batch[i].id, label=None, decided_by=None, votes=item_votes[i],
                     latency_s=self._combine(item_votes[i]),
-                    rule=f"{self.policy.describe()}: {decisions[i].reason}",
+                    rule=self._rule(decisions[i]),
                     error="escalated, but the cascade has no judge",
                     error_kind="no_judge", row=batch[i].row,
                 )
@@ -233,7 +241,7 @@ class Cascade:
                 votes=votes,
                 judge_vote=jv,
                 latency_s=self._combine(votes) + (0.0 if jv.cached else jv.latency_s),
-                rule=f"{self.policy.describe()}: {decisions[i].reason}",
+                rule=self._rule(decisions[i]),
                 truncated=item.truncated or jv.truncated or any(v.truncated for v in votes),
                 error=None if jv.label is not None else f"judge abstained: {jv.error}",
                 error_kind=None if jv.label is not None else "judge",
@@ -249,6 +257,9 @@ class Cascade:
                 inner = unwrap(w)
                 if isinstance(inner, Learner):
                     inner.observe(learned_items, learned_labels)
+
+    def _rule(self, d: Decision) -> str:
+        return "judge only" if not self.workers else f"{self.policy.describe()}: {d.reason}"
 
     def close(self) -> None:
         for b in [*self.workers, *([self.judge] if self.judge else [])]:

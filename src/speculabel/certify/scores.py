@@ -50,23 +50,37 @@ def make_calibrated_policy(
 
 @dataclass
 class CalibrationData:
-    """Per-item worker votes (raw, uncalibrated), the reference labels, and the task labels."""
+    """Per-item worker votes (raw, uncalibrated), the reference labels, and the task labels.
+
+    ``judge``: the judge's label per item, needed when the reference is gold and the judge is
+    compared with the cascade (non-inferiority); ``None`` otherwise.
+    """
 
     labels: list[str]
     workers: list[str]
     votes: list[list[Vote]]  # votes[i][w]: worker w on item i
     reference: list[str | None]
     ids: list[str] = field(default_factory=list)
+    judge: list[str | None] | None = None
 
     def __post_init__(self) -> None:
         if len(self.votes) != len(self.reference):
             raise ValueError(f"{len(self.votes)} vote rows but {len(self.reference)} references")
+        if self.judge is not None and len(self.judge) != len(self.votes):
+            raise ValueError(f"{len(self.votes)} vote rows but {len(self.judge)} judge labels")
         if not self.ids:
             self.ids = [str(i) for i in range(len(self.votes))]
 
     def subset(self, idx: Sequence[int]) -> CalibrationData:
         return CalibrationData(self.labels, self.workers, [self.votes[i] for i in idx],
-                               [self.reference[i] for i in idx], [self.ids[i] for i in idx])
+                               [self.reference[i] for i in idx], [self.ids[i] for i in idx],
+                               None if self.judge is None else [self.judge[i] for i in idx])
+
+    def judge_right(self) -> np.ndarray | None:
+        """Whether the judge's label equals the reference, per item (None without a judge)."""
+        if self.judge is None:
+            return None
+        return agreement_flags(self.judge, self.reference)
 
     def with_reference(self) -> CalibrationData:
         """Only the items that have a reference label."""

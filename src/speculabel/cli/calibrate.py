@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from speculabel.cascade.config import DEFAULT_JUDGE
 from speculabel.cli.common import (
     IdOpt,
     QuietOpt,
@@ -73,25 +74,41 @@ def calibrate(
         ),
     ],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="The cascade.toml to write.")
+        Path, typer.Option("--output", "-o", help="The cascade.toml to write (fitted workers go "
+                                                  "into a folder beside it, STEM.fitted/).")
     ] = Path("cascade.toml"),
     task: Annotated[str, typer.Option(help="Built-in task or task TOML file.")] = "sentiment",
     workers: Annotated[
         str | None,
         typer.Option(help="Comma-separated worker specs [default: the task's classify defaults]."),
     ] = None,
-    judge: Annotated[
-        str | None, typer.Option(help="Judge spec (the reference unless --gold-column).")
+    judge: Annotated[str | None, typer.Option(help=f"Judge spec [default: {DEFAULT_JUDGE}].")] = None,
+    scope: Annotated[
+        str,
+        typer.Option(help="What the target is about: dataset (agreement with the judge over all "
+                          "items, judge-decided ones agreeing) or workers (agreement on the items "
+                          "the workers decide)."),
+    ] = "dataset",
+    reference: Annotated[
+        str | None,
+        typer.Option(help="Labels to agree with: judge, or gold (needs --gold-column or a data "
+                          "set) [default: judge; gold with --non-inferior]."),
+    ] = None,
+    non_inferior: Annotated[
+        float | None,
+        typer.Option("--non-inferior", metavar="EPS",
+                     help="Instead of an agreement target: certify that the cascade's gold "
+                          "accuracy is at most EPS below the judge's (needs gold labels)."),
     ] = None,
     gold_column: Annotated[
-        str | None,
-        typer.Option(help="Use this column's gold labels as the reference instead of the judge's."),
+        str | None, typer.Option(help="Column with gold labels (tables; data sets have them).")
     ] = None,
     target: Annotated[
-        float, typer.Option(help="Required agreement with the reference on worker-decided items.")
-    ] = 0.95,
+        float, typer.Option(help="Agreement to certify, between 0 and 1 (see --scope).")
+    ] = 0.9,
     delta: Annotated[
-        float, typer.Option(help="Allowed probability that the guarantee fails (over the draw).")
+        float, typer.Option(help="Allowed probability that the guarantee fails (over the draw "
+                                 "of the calibration items).")
     ] = 0.1,
     policy: Annotated[
         str, typer.Option(help="confident-majority, weighted, or auto (both, at delta/2 each).")
@@ -103,8 +120,9 @@ def calibrate(
     ] = "none",
     fit_fraction: Annotated[
         float | None,
-        typer.Option(help="Share of items for fitting weights/temperatures (default 0.3 when "
-                     "anything is fitted, else 0); the threshold is certified on the rest."),
+        typer.Option(help="Share of items for fitting learning workers, weights and temperatures "
+                     "[default: 0.3 when anything is fitted, else 0]; the threshold is certified "
+                     "on the rest."),
     ] = None,
     method: Annotated[
         str, typer.Option(help="fixed-sequence, fallback or bonferroni.")
@@ -122,35 +140,50 @@ def calibrate(
     seed: Annotated[int, typer.Option(help="Seed of the fit/certify split.")] = 0,
     quiet: QuietOpt = False,
 ) -> None:
-    """Choose the threshold with the fewest judge calls that keeps agreement >= TARGET
-    with probability >= 1 - DELTA, and write it to a cascade.toml that classify reads.
+    """Certify the acceptance threshold with the fewest judge calls for a target, and write a
+    cascade.toml that classify reads.
+
+    Targets (each holds with probability >= 1 - DELTA over the draw of the calibration items):
+    --scope dataset: agreement with the judge over all items >= TARGET (judge-decided items
+    agree); --scope workers: agreement on the items the workers decide >= TARGET;
+    --non-inferior EPS: gold accuracy at most EPS below the judge's. Workers that learn
+    (learner:minilm, similarity:minilm) are fitted on a share of the items, saved beside the
+    config and frozen, and the threshold is certified on the rest.
 
     Exit status: 0 written; 1 no threshold meets the target (nothing written); 2 bad input.
     """
     from speculabel.backends.base import BackendError
-    from speculabel.cascade.config import DEFAULT_JUDGE, ConfigError, default_workers, make_config
-    from speculabel.certify.plan import plan_cascade
-    from speculabel.certify.scores import CalibrationData
+    from speculabel.cascade.build import check_setup
+    from speculabel.cascade.config import ConfigError, default_workers, make_config
+    from speculabel.certify.scope import SCOPES
     from speculabel.certify.threshold import METHODS
-    from speculabel.certify.votes import collect_votes
-    from speculabel.io.paths import votes_path
     from speculabel.io.tables import InputError
-    from speculabel.io.votes import VoteStore, VoteStoreError
     from speculabel.tasks import TaskError, load_task
 
     worker_specs = csv_list(workers, "--workers") or default_workers(task)
     judge_spec = judge or DEFAULT_JUDGE
-    if not 1 <= len(worker_specs) <= 3:
-        raise fail(f"one to three workers, got {len(worker_specs)}")
-    if not 0 < target < 1 or not 0 < delta < 1:
-        raise fail("--target and --delta must be between 0 and 1")
+    if non_inferior is not None:
+        if not 0.0 <= non_inferior < 1.0:
+            raise fail(f"--non-inferior must be in [0, 1), got {non_inferior:g}")
+        if reference == "judge":
+            raise fail("--non-inferior compares with gold labels: use --reference gold")
+        reference, the_scope, goal = "gold", "non-inferior", non_inferior
+    else:
+        if scope not in SCOPES[:2]:
+            raise fail(f"--scope must be dataset or workers, got {scope!r}")
+        the_scope, goal = scope, target
+        if not 0 < target < 1:
+            raise fail(f"--target must be between 0 and 1, got {target:g}")
+    reference = reference or "judge"
+    if reference not in ("judge", "gold"):
+        raise fail(f"--reference must be judge or gold, got {reference!r}")
+    if not 0 < delta < 1:
+        raise fail(f"--delta must be between 0 and 1, got {delta:g}")
     if method not in METHODS:
         raise fail(f"--method must be one of {', '.join(METHODS)}")
     try:
         the_task = load_task(task)
         columns = column_map(the_task, text_column, text_a_column, text_b_column)
-        from speculabel.cascade.build import check_setup
-
         probe = make_config({"task": task, "workers": worker_specs, "judge": judge_spec,
                              "policy": "confident-majority", "threshold": 0.0})
         check_setup(probe, the_task)
@@ -160,10 +193,35 @@ def calibrate(
         )
     except (TaskError, ConfigError, BackendError, InputError, FileNotFoundError, ValueError) as e:
         raise fail(str(e)) from None
+    if reference == "gold" and gold is None:
+        raise fail(f"--reference gold needs gold labels: give --gold-column (the column of "
+                   f"{input} that holds them), or a data set ({', '.join(DATASET_SPECS)})")
     for note in notes:
         typer.secho(note, fg=typer.colors.YELLOW, err=True)
     if not items:
         raise fail(f"no items in {input}")
+    _certify_and_write(
+        input, output, the_task, task, items, gold, worker_specs, judge_spec, the_scope, goal,
+        reference, delta, policy, model_calibration, fit_fraction, method, votes, early_exit,
+        report, seed, quiet,
+    )
+
+
+def _certify_and_write(
+    input: str, output: Path, the_task: Any, task: str, items: list[Any],
+    gold: list[str | None] | None, worker_specs: list[str], judge_spec: str, scope: Any,
+    goal: float, reference: str, delta: float, policy: str, model_calibration: str,
+    fit_fraction: float | None, method: str, votes: Path | None, early_exit: bool,
+    report: Path | None, seed: int, quiet: bool,
+) -> None:
+    import os
+    import shutil
+
+    from speculabel.backends.base import BackendError
+    from speculabel.cascade.config import save_config
+    from speculabel.certify.workflow import calibrate as run
+    from speculabel.io.paths import votes_path
+    from speculabel.io.votes import VoteStore, VoteStoreError
 
     store_path = votes_path(votes)
     echo_note(f"{len(items)} calibration items; votes from {store_path}", quiet)
@@ -175,74 +233,66 @@ def calibrate(
             typer.echo(f"  {spec}: {done}/{total}", err=True)
         last[spec] = done
 
-    specs = list(worker_specs) + ([] if gold is not None else [judge_spec])
-    offsets: dict[str, dict[str, float]] = {}
+    fitted = output.with_name(f"{output.stem}.fitted")
+    staging = output.with_name(f".{output.stem}.fitted.{os.getpid()}.tmp")
     try:
-        with VoteStore(store_path) as store:
-            got = collect_votes(the_task, items, specs, store, progress=progress)
+        offsets: dict[str, dict[str, float]] = {}
         if model_calibration in ("auto", "contextual", "both"):
             offsets = _measure_offsets(worker_specs, the_task, lambda m: echo_note(m, quiet))
+        with VoteStore(store_path) as store:
+            cal = run(the_task, items, gold, worker_specs, judge_spec, store=store,
+                      fitted_dir=staging, target=goal, delta=delta, scope=scope,
+                      reference=reference, policy=policy, model_calibration=model_calibration,
+                      offsets=offsets, fit_fraction=fit_fraction, method=method, seed=seed,
+                      progress=progress)
     except (BackendError, VoteStoreError, RuntimeError, ValueError) as e:
+        shutil.rmtree(staging, ignore_errors=True)
         raise fail(str(e)) from None
-
-    if gold is not None:
-        reference: list[str | None] = [g if g in the_task.label_names else None for g in gold]
-        ref_name = f"gold column {gold_column!r}"
-    else:
-        reference = [v.label for v in got[judge_spec]]
-        ref_name = f"judge {judge_spec}"
-    data = CalibrationData(
-        labels=the_task.label_names,
-        workers=list(worker_specs),
-        votes=[list(row) for row in zip(*(got[w] for w in worker_specs), strict=True)],
-        reference=reference,
-        ids=[it.id for it in items],
-    )
-    n_ref = sum(r is not None for r in reference)
-    if n_ref == 0:
-        raise fail(f"no item has a reference label from the {ref_name}")
-    try:
-        plan = plan_cascade(
-            data, target, delta, policy=policy, offsets=offsets,
-            model_calibration=model_calibration, fit_fraction=fit_fraction, method=method,
-            seed=seed,
-        )
-    except ValueError as e:
-        raise fail(str(e)) from None
-
-    _print_plan(plan, ref_name, n_ref)
+    plan, res = cal.plan, cal.plan.result
+    ref_name = f"judge {judge_spec}" if reference == "judge" else "gold labels"
+    _print_plan(plan, ref_name, cal.n_certify + cal.n_fit)
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         evidence = {
             "input": input, "task": the_task.name, "workers": worker_specs, "judge": judge_spec,
-            "reference": ref_name, "target": target, "delta": delta, "method": method,
-            "offsets": offsets, "plan": plan.to_json(),
+            "reference": ref_name, "scope": scope, "target": goal, "delta": delta,
+            "method": method, "offsets": offsets, "n_fit": cal.n_fit, "n_certify": cal.n_certify,
+            "judge_accuracy": cal.judge_accuracy, "plan": plan.to_json(),
         }
         report.write_text(json.dumps(evidence, indent=2, default=str), encoding="utf-8")
         echo_note(f"evidence: {report}", quiet)
-    res = plan.result
     if not res.feasible:
-        best = plan.max_feasible_target(data, delta, method)
+        shutil.rmtree(staging, ignore_errors=True)
+        best = plan.max_feasible_target(cal.data, delta, method) if cal.data else None
         hint = (f"; the highest target these workers can be certified for at delta {delta:g} "
                 f"is about {best:.3f}" if best is not None else "")
         typer.secho(f"{res.message()}{hint}. Nothing written.", fg=typer.colors.YELLOW, err=True)
         raise typer.Exit(EXIT_INFEASIBLE)
 
+    if cal.fitted:
+        shutil.rmtree(fitted, ignore_errors=True)
+        staging.replace(fitted)
+    models = {spec: {"directory": str((fitted / folder.name).resolve()), "frozen": True}
+              for spec, folder in cal.fitted.items()}
+    cfg = plan.to_config(task=task, workers=worker_specs, judge=judge_spec, early_exit=early_exit,
+                         models=models, certificate={
+                             "scope": scope, "target": goal, "delta": delta, "method": method,
+                             "reference": ref_name, "fit_items": cal.n_fit,
+                             "certify_items": cal.n_certify, "threshold": res.threshold,
+                             "expected_judge_call_rate": round(res.judge_call_rate, 4),
+                             "estimate": res.estimate, "bound": res.bound,
+                             "promise": res.promise()})
     comment = (
         f"written by: speculabel calibrate {input} --task {task} --workers "
-        f"{','.join(worker_specs)} --judge {judge_spec} --target {target:g} --delta {delta:g} "
-        f"--policy {policy} --model-calibration {model_calibration} --method {method}\n"
-        f"reference: {ref_name}; {n_ref} items ({plan.n_fit} fit, {plan.n_test} certify)\n"
-        f"guarantee: agreement >= {target:g} on worker-decided items with probability "
-        f">= {1 - delta:g} ({method} exact binomial test)\n"
-        f"expected coverage {res.coverage:.3f} (judge-call rate {res.judge_call_rate:.3f}), "
-        f"calibration agreement {res.agreement:.3f}, lower bound {res.bound:.3f}"
+        f"{','.join(worker_specs)} --judge {judge_spec} --scope {scope} --target {goal:g} "
+        f"--delta {delta:g} --policy {policy} --model-calibration {model_calibration} "
+        f"--method {method}\n"
+        f"reference: {ref_name}; {cal.n_fit + cal.n_certify} items ({cal.n_fit} fit, "
+        f"{cal.n_certify} certify)\nguarantee: {res.promise()}"
     )
-    from speculabel.cascade.config import save_config
-
-    cfg = plan.to_config(task=task, workers=worker_specs, judge=judge_spec, early_exit=early_exit)
     save_config(cfg, output, comment)
-    typer.echo(f"wrote {output}: use it with  speculabel classify INPUT -o OUT --config {output}")
+    typer.echo(f"wrote {output}" + (f" and {fitted}/" if cal.fitted else "")
+               + f": use it with  speculabel classify INPUT -o OUT --config {output}")
 
 
 def _measure_offsets(specs: list[str], task: Any, say: Any) -> dict[str, dict[str, float]]:

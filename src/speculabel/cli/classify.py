@@ -84,6 +84,12 @@ def classify(
         ),
     ] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Items per batch [default: 8].")] = None,
+    judge_only: Annotated[
+        bool,
+        typer.Option("--judge-only",
+                     help="No workers: the judge labels every item (the baseline to compare a "
+                          "cascade with, in the same output format)."),
+    ] = False,
     votes: VotesOpt = None,
     no_votes: Annotated[
         bool, typer.Option("--no-votes", help="Do not read or write the vote store.")
@@ -113,7 +119,10 @@ def classify(
     from speculabel.records import Item
     from speculabel.tasks import TaskError, load_task
 
+    if judge_only and workers is not None:
+        raise fail("--judge-only uses no workers: leave out --workers")
     overrides: dict[str, Any] = {
+        "judge_only": judge_only or None,
         "task": task, "workers": csv_list(workers, "--workers"), "judge": judge,
         "policy": policy, "threshold": threshold, "early_exit": early_exit,
         "parallel_workers": parallel_workers, "batch_size": batch_size,

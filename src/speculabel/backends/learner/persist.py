@@ -88,6 +88,12 @@ class LearnerDir:
             for r in rows:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
+    def replace_examples(self, rows: list[dict[str, Any]]) -> None:
+        """The whole log at once (a worker fitted anew), replaced atomically."""
+        self._replace("examples.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                                for r in rows).encode("utf-8"))
+        self._checked_tail = True
+
     # .................................................................. embeddings, model
     def read_embeddings(self) -> dict[str, np.ndarray]:
         p = self.path / "embeddings.npz"

@@ -1,0 +1,203 @@
+"""The whole of ``speculabel calibrate``: fit on one share of the items, certify on the rest.
+
+1. The calibration items are split once, at random (seeded): a *fit* share and a *certify*
+   share.  Nothing fitted ever sees a certify item, so the certificate is untouched by fitting.
+2. Every model's vote on every item comes from the vote store (computed where missing).
+3. Workers that learn (``learner:minilm``, ``similarity:minilm``) are fitted on the fit share's
+   reference labels (the judge's, or gold), saved into their own folder under ``fitted_dir`` and
+   *frozen* there: ``classify --config`` loads exactly that state, so the certified threshold
+   applies to the workers that run.  Their votes on the fit share are out-of-fold (a worker
+   scored on items it was trained on looks better than it is); on the certify share they are
+   the frozen worker's votes.
+4. Temperatures and reliability weights are fitted on the fit share too
+   (:func:`speculabel.certify.plan.plan_cascade`), and the threshold is certified on the
+   certify share for the chosen scope.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from speculabel.backends.learner.base import LearningWorker
+from speculabel.certify.plan import CascadePlan, plan_cascade
+from speculabel.certify.scope import Scope
+from speculabel.certify.scores import CalibrationData
+from speculabel.records import Item, Vote
+from speculabel.tasks import Task
+
+LEARNING_KINDS = ("learner", "similarity")
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class Calibration:
+    """What the workflow found: the plan, the split, where the fitted workers live."""
+
+    plan: CascadePlan
+    n_fit: int
+    n_certify: int
+    reference: str  # "judge" or "gold"
+    fitted: dict[str, Path] = field(default_factory=dict)  # worker spec -> its folder
+    judge_accuracy: float | None = None  # on gold, over the certify share (when both exist)
+    data: CalibrationData | None = None  # the certify share, for the caller's summaries
+
+
+def learning(spec: str) -> bool:
+    from speculabel.backends.registry import kind_of
+
+    return kind_of(spec) in LEARNING_KINDS
+
+
+def split(n: int, fit_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Fit and certify indices: a seeded random share ``fit_fraction`` of ``range(n)``."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    n_fit = round(fit_fraction * n)
+    return sorted(order[:n_fit]), sorted(order[n_fit:])
+
+
+def fit_learner(
+    spec: str,
+    task: Task,
+    fit_items: Sequence[Item],
+    fit_labels: Sequence[str | None],
+    folder: Path,
+    options: Mapping[str, Any] | None = None,
+) -> LearningWorker:
+    """A learning worker fitted on these labels, saved (and frozen) in ``folder``."""
+    from speculabel.backends.base import BackendError
+    from speculabel.backends.registry import load_backend
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    opts = {k: v for k, v in (options or {}).items() if k not in ("directory", "frozen")}
+    worker = load_backend(spec.partition("@")[0], **opts)
+    if not isinstance(worker, LearningWorker):
+        raise BackendError(f"{spec} is not a worker that learns")
+    worker.check_task(task)
+    pairs = [(worker.row_of(it), lab) for it, lab in zip(fit_items, fit_labels, strict=True)
+             if lab is not None]
+    if len({lab for _, lab in pairs}) < 2:
+        raise BackendError(f"{spec}: the fit share has labels of fewer than two classes; use "
+                           "more calibration items or a larger --fit-fraction")
+    worker.fit([r for r, _ in pairs], [lab for _, lab in pairs])
+    worker.save_to(folder)
+    worker.frozen = True
+    return worker
+
+
+def out_of_fold_votes(worker: LearningWorker, task: Task, items: Sequence[Item],
+                      labels: Sequence[str | None], seed: int) -> list[Vote]:
+    """A fitted worker's honest votes on its own training items (5-fold cross-fitting);
+    an item without a label gets the worker's plain vote."""
+    keep = [i for i, lab in enumerate(labels) if lab is not None]
+    probs = worker.cross_val_proba([worker.row_of(items[i]) for i in keep],
+                                   [str(labels[i]) for i in keep], 5, seed)
+    out: list[Vote] = list(worker.score(task, items))
+    for row, i in zip(probs, keep, strict=True):
+        labels_ = worker.labels or []
+        out[i] = Vote.from_probs(worker.spec, dict(zip(labels_, (float(p) for p in row),
+                                                       strict=True)), method="classifier")
+    return out
+
+
+def calibrate(
+    task: Task,
+    items: Sequence[Item],
+    gold: Sequence[str | None] | None,
+    workers: Sequence[str],
+    judge: str,
+    *,
+    store: Any,
+    fitted_dir: Path,
+    target: float,
+    delta: float,
+    scope: Scope = "dataset",
+    reference: str = "judge",
+    policy: str = "confident-majority",
+    model_calibration: str = "none",
+    offsets: Mapping[str, Mapping[str, float]] | None = None,
+    fit_fraction: float | None = None,
+    method: str = "fixed-sequence",
+    seed: int = 0,
+    backend_options: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: Progress | None = None,
+) -> Calibration:
+    """The workflow of the module docstring; raises ``ValueError`` / ``BackendError`` for
+    settings that cannot work (the CLI turns them into exit status 2)."""
+    from speculabel.certify.votes import collect_votes
+
+    if reference == "gold" and gold is None:
+        raise ValueError("--reference gold needs gold labels (--gold-column, or a data set)")
+    if scope == "non-inferior" and gold is None:
+        raise ValueError("the non-inferiority target needs gold labels (--gold-column)")
+    if scope == "dataset" and reference == "gold":
+        raise ValueError("--scope dataset counts judge-decided items as agreeing, so its "
+                         "reference is the judge; with gold labels use --non-inferior EPS")
+    learners = [w for w in workers if learning(w)]
+    fits = bool(learners) or model_calibration != "none" or policy in ("weighted", "auto")
+    if fit_fraction is None:
+        fit_fraction = 0.3 if fits else 0.0
+    if not 0.0 <= fit_fraction < 1.0:
+        raise ValueError(f"--fit-fraction must be in [0, 1), got {fit_fraction}")
+    if learners and fit_fraction == 0.0:
+        raise ValueError(f"{', '.join(learners)} must be fitted: give --fit-fraction > 0")
+    fit_idx, cert_idx = split(len(items), fit_fraction, seed)
+
+    needs_judge = reference == "judge" or scope == "non-inferior"
+    fixed = [w for w in workers if not learning(w)] + ([judge] if needs_judge else [])
+    got: dict[str, list[Vote]] = collect_votes(task, items, fixed, store, progress=progress,
+                                               backend_options=backend_options)
+    judge_labels = [v.label for v in got[judge]] if needs_judge else None
+    ref: list[str | None]
+    if reference == "judge":
+        assert judge_labels is not None
+        ref = list(judge_labels)
+    else:
+        assert gold is not None
+        ref = [g if g in task.label_names else None for g in gold]
+
+    fitted: dict[str, Path] = {}
+    for spec in learners:
+        folder = fitted_dir / spec.partition("@")[0].replace(":", "-")
+        worker = fit_learner(spec, task, [items[i] for i in fit_idx], [ref[i] for i in fit_idx],
+                             folder, (backend_options or {}).get(spec))
+        try:
+            votes: list[Vote] = [Vote.abstain(spec, "unscored")] * len(items)
+            oof = out_of_fold_votes(worker, task, [items[i] for i in fit_idx],
+                                    [ref[i] for i in fit_idx], seed)
+            cert = worker.score(task, [items[i] for i in cert_idx])
+            for i, v in zip(fit_idx, oof, strict=True):
+                votes[i] = v
+            for i, v in zip(cert_idx, cert, strict=True):
+                votes[i] = v
+            got[spec] = votes
+        finally:
+            worker.close()
+        fitted[spec] = folder
+        if progress:
+            progress(spec, len(items), len(items))
+
+    data = CalibrationData(
+        labels=task.label_names, workers=list(workers),
+        votes=[list(row) for row in zip(*(got[w] for w in workers), strict=True)],
+        reference=ref, ids=[it.id for it in items], judge=judge_labels,
+    )
+    fit_part = data.subset(fit_idx) if fit_idx else None
+    cert_part = data.subset(cert_idx)
+    plan = plan_cascade(
+        cert_part, target, delta, policy=policy, offsets=offsets,
+        model_calibration=model_calibration, method=method, seed=seed, scope=scope,
+        fit_data=fit_part, fit_fraction=0.0 if fit_part is None else None,
+    )
+    judge_acc = None
+    if gold is not None and judge_labels is not None:
+        pairs = [(judge_labels[i], gold[i]) for i in cert_idx if gold[i] is not None]
+        judge_acc = sum(j == g for j, g in pairs) / len(pairs) if pairs else None
+    return Calibration(plan, len(fit_idx), len(cert_idx), reference, fitted, judge_acc,
+                       cert_part)
