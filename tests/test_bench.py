@@ -169,12 +169,11 @@ def test_bench_end_to_end_with_scripted_models(tmp_path: Path) -> None:
     assert len(data["configs"]) == 3 * 4 * 2 + 1 * 4 * 4
     assert len(data["selected"]) == 3
     assert set(data["by_judge"]) == {"tiny", "small", "mid", "judge"}
-    # measured runs: the real cascade on the first 16 items; scripted models decide the same
+    # measured runs: the real cascade on 16 held-out items; scripted models decide the same
     meas = a["measured"]
-    # the three selected, plus the fastest calibrated configuration when one is certified
+    # the three selected, plus the fastest certified configuration per target
     keys = {c["key"] for c in data["selected"]}
-    extra = {b["config"]["key"] for by_t in data["calibration"]["best"].values()
-             for t, b in by_t.items() if t in ("0.8", "0.9", "0.95")} - keys
+    extra = {b["held"]["key"] for b in data["certified"]["best"].values()} - keys
     assert meas["items"] == 16 and len(meas["runs"]) == 3 + len(extra)
     for r in meas["runs"]:
         assert r["same_final_label_as_computed"] == 1.0
@@ -187,8 +186,8 @@ def test_bench_end_to_end_with_scripted_models(tmp_path: Path) -> None:
     html = files["html"].read_text()
     assert html.count("data:image/png;base64,") == 4
     assert "http://" not in html and "https://" not in html
-    assert "Criterion 2 with a guarantee" in md
-    for key in ("png_agreement", "png_pareto", "png_latency", "png_calibration"):
+    assert "Certified cascades" in md
+    for key in ("png_agreement", "png_pareto", "png_latency", "png_certified"):
         assert files[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     png = html.split("data:image/png;base64,")[1].split("'")[0]
     assert base64.b64decode(png)[:4] == b"\x89PNG"

@@ -1,4 +1,4 @@
-"""Criterion 2 in the bench: certified thresholds per worker set, the split check, the report."""
+"""Criterion 2 in the bench: certify on one share, measure on another; the split check; the report."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from speculabel.bench.analyse import analyse, attach_learner_stream, to_measure
-from speculabel.bench.guarantee import calibrated_configs, rule_support
+from speculabel.bench.certified import certified, three_way_split, worker_sets
 from speculabel.bench.simulate import VoteTable
 from speculabel.certify.splits import split_check
 from speculabel.records import Vote
@@ -43,48 +43,50 @@ def world(n: int = 600, seed: int = 0) -> VoteTable:
     return VoteTable(votes)
 
 
-def test_rule_support_marks_items_without_a_majority() -> None:
-    t = world(50)
-    scores, agree = rule_support(t, ("good", "fair", "noise"), "judge")
-    assert scores.shape == agree.shape == (50,)
-    for i in range(50):
-        labs = [t.votes[w][i].label for w in ("good", "fair", "noise")]
-        has_majority = max(labs.count(x) for x in set(labs)) >= 2
-        assert np.isfinite(scores[i]) == has_majority
-        if has_majority:
-            major = max(set(labs), key=labs.count)
-            assert agree[i] == (major == t.votes["judge"][i].label)
+def _gold(t: VoteTable, seed: int = 5) -> list[str | None]:
+    """Gold labels: the judge is right 80 % of the time."""
+    rng = np.random.default_rng(seed)
+    out: list[str | None] = []
+    for v in t.votes["judge"]:
+        out.append(v.label if rng.random() < 0.8 else str(rng.choice([x for x in LABELS
+                                                                       if x != v.label])))
+    return out
 
 
-def test_calibrated_configs_feasible_and_infeasible() -> None:
-    t = world()
-    res = calibrated_configs(t, "judge", [("good", "fair"), ("noise", "good")],
-                             targets=(0.9, 0.999), delta=0.1, splits=60, seed=1,
-                             methods=("fixed-sequence", "fallback"))
-    assert len(res["rows"]) == 2 * 2 * 2
-    rows = {(tuple(r["workers"]), r["target"]): r for r in res["rows"]
-            if r["method"] == "fixed-sequence"}
-    ok = rows[(("good", "fair"), 0.9)]
-    assert ok["feasible"] and ok["threshold"] is not None and 0 < ok["coverage"] < 1
-    assert ok["agreement_decided"] >= 0.9
-    cfg = ok["config"]
-    # the simulated cascade at that threshold sends exactly the uncovered share to the judge
-    assert cfg["judge_call_rate"] == pytest.approx(1 - ok["coverage"])
-    assert cfg["speedup"] > 1  # workers cost 0.15 s of a 1 s judge
-    # nothing certifies 99.9 % agreement on 600 items with these workers
-    no = rows[(("good", "fair"), 0.999)]
-    assert not no["feasible"] and no["config"] is None and no["judge_call_rate"] == 1.0
-    assert no["shortfall"] > 0 and "no threshold meets the target" in no["message"]
-    best = res["best"]["fixed-sequence"]
-    assert "0.999" not in best and best["0.9"]["workers"] == ["good", "fair"]
-    assert res["best"]["fallback"]["0.9"]["workers"] == ["good", "fair"]
-    # the guarantee on held-out halves
-    sc = ok["split_check"]
-    assert sc["splits"] == 60 and sc["calibration_items"] == 300 and sc["test_items"] == 300
-    assert sc["feasible_share"] > 0.5  # fixed-sequence stops at its first failed test
-    assert sc["population_violation_rate"] <= 0.1 and res["guarantee_held"]
-    assert sc["violation_rate"] <= 0.2  # the held-out half adds its own noise
-    assert sc["mean_test_agreement"] >= 0.9 - 0.02
+def test_three_way_split_is_disjoint_and_seeded() -> None:
+    a = three_way_split(100, 20, 0)
+    assert [len(a[k]) for k in ("fit", "certify", "held")] == [20, 40, 40]
+    assert not set(a["fit"]) & set(a["certify"]) and not set(a["certify"]) & set(a["held"])
+    assert a == three_way_split(100, 20, 0) and a != three_way_split(100, 20, 1)
+
+
+def test_certified_section_certifies_on_one_share_and_measures_on_another() -> None:
+    t = world(800)
+    gold = _gold(t)
+    split = three_way_split(t.n, 100, 0)
+    ws = ["good", "fair", "noise"]
+    res = certified({"judge": t, "gold": t}, "judge", {"judge": ws, "gold": ws}, split,
+                    gold=gold, labels=LABELS, targets=(("dataset", 0.85), ("workers", 0.9),
+                                                       ("workers", 0.999),
+                                                       ("non-inferior", 0.02)),
+                    delta=0.1, splits=40, seed=1)
+    assert len(worker_sets(ws, t)) == 7 and len(res["rows"]) == 4 * 7
+    assert res["split_sizes"] == {"fit": 100, "certify": 350, "held": 350}
+    best = res["best"]
+    assert "workers@0.999" not in best  # nothing certifies 99.9 % here
+    ds = best["dataset@0.85"]
+    assert ds["held"]["items"] == 350 and ds["held"]["speedup"] > 1
+    # a whole-data target lets the workers decide more than the same target on their share
+    wk = [r for r in res["rows"] if r["scope"] == "workers" and r["target"] == 0.9
+          and r["workers"] == ds["workers"]][0]
+    assert wk["held"] is None or ds["held"]["coverage"] >= wk["held"]["coverage"]
+    # held-out: the certified quantity is close to what the certify share promised
+    assert ds["held"]["value"] >= 0.85 - 0.05
+    assert ds["held"]["judge_accuracy"] is not None
+    for r in res["rows"]:
+        assert r["split_check"]["population_violation_rate"] <= 0.1 + 1e-9
+    assert res["guarantee_held"] and set(res["max_violation_by_scope"]) == {
+        "dataset", "workers", "non-inferior"}
 
 
 def test_split_check_holds_when_scores_say_nothing() -> None:
@@ -102,26 +104,22 @@ def test_split_check_holds_when_scores_say_nothing() -> None:
         assert lo["population_violation_rate"] <= 0.1
 
 
-def test_analyse_adds_calibration_and_measures_the_calibrated_config(tmp_path: Path) -> None:
+def test_the_report_shows_certified_cascades_and_measures_the_best(tmp_path: Path) -> None:
     t = world(400)
-    a = analyse(t, "judge", labels=LABELS, thresholds=[0.5, 0.9], all_judges=False,
-                calibration_targets=(0.8, 0.9), splits=50)
-    cal = a["calibration"]
-    assert cal["targets"] == [0.8, 0.9] and len(cal["rows"]) == 2 * 2 * (3 + 1)
+    a = analyse(t, "judge", labels=LABELS, thresholds=[0.5, 0.9], all_judges=False)
+    ws = ["good", "fair", "noise"]
+    a["certified"] = certified({"judge": t}, "judge", {"judge": ws},
+                               three_way_split(t.n, 40, 0), labels=LABELS,
+                               targets=(("dataset", 0.85), ("workers", 0.9)), splits=30)
     configs = to_measure(a)
     assert configs[: len(a["selected"])] == a["selected"]
-    extra = [c for c in configs if "calibrated_target" in c]
-    assert "0.9" in cal["best"]["fallback"]  # good + fair reach it
+    extra = [c for c in configs if "certified_target" in c]
     keys = [c["key"] for c in configs]
     assert len(keys) == len(set(keys))
-    want = {cal["best"]["fallback"]["0.9"]["config"]["key"]}
-    assert want <= set(keys)
+    assert {r["held"]["key"] for r in a["certified"]["best"].values()} <= set(keys)
     for c in extra:
-        assert c["calibrated_target"] in (0.8, 0.9, 0.95)
+        assert c["certified_target"] in ("dataset@0.85", "workers@0.9")
         assert c["rule"].startswith("confident-majority@")
-    none = analyse(t, "judge", labels=LABELS, thresholds=[0.5], all_judges=False,
-                   calibration_targets=())
-    assert "calibration" not in none
 
     stream = {"meta": {"n": 500, "reference": "judge x", "workers": ["learner:minilm", "vader"],
                        "target": 0.8, "delta": 0.1},
@@ -141,9 +139,10 @@ def test_analyse_adds_calibration_and_measures_the_calibrated_config(tmp_path: P
     a["measured"] = {"skipped": "not in this test", "runs": []}
     files = write_report(a, tmp_path / "out")
     md = files["md"].read_text()
-    assert "Criterion 2 with a guarantee" in md and "Learning worker" in md
+    assert "Certified cascades" in md and "Learning worker" in md
+    assert "whole-data agreement >= 0.85" in md
     assert md.count("| 251-500 | 250 | 100.0 % | 60.0 % | 100 |") == 2
-    assert files["png_calibration"].read_bytes()[:4] == b"\x89PNG"
+    assert files["png_certified"].read_bytes()[:4] == b"\x89PNG"
     assert files["png_learner"].read_bytes()[:4] == b"\x89PNG"
     assert files["html"].read_text().count("data:image/png;base64,") == 5
 

@@ -19,8 +19,6 @@ from speculabel.bench.simulate import SimResult, VoteTable, model_summary, simul
 from speculabel.policy import ConfidentMajority, Majority, Policy, Unanimous
 
 TARGET_AGREEMENT = 0.8
-CALIBRATION_TARGETS = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
-MEASURED_TARGETS = (0.8, 0.9, 0.95)  # calibrated configurations the bench also runs for real
 
 
 def policies(thresholds: Sequence[float]) -> list[Policy]:
@@ -125,14 +123,11 @@ def analyse(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     all_judges: bool = True,
     target: float = TARGET_AGREEMENT,
-    calibration_targets: Sequence[float] = CALIBRATION_TARGETS,
-    delta: float = 0.1,
-    splits: int = 100,
 ) -> dict[str, Any]:
     """Every number of the report, from the vote table alone (JSON-ready, NaN as null).
 
-    ``calibration_targets`` (empty: none) adds Criterion 2 with a guarantee: the certified
-    confident-majority threshold per worker set and target, and the split check of it."""
+    Criterion 2 with a guarantee (certified thresholds) is a section of its own:
+    :func:`speculabel.bench.certified.certified`."""
     if judge not in table.votes:
         raise ValueError(f"judge {judge!r} is not among the models {table.models}")
     if len(table.models) < 3:
@@ -185,27 +180,17 @@ def analyse(
         "selection": how,
         "by_judge": by_judge,
     }
-    if calibration_targets:
-        from speculabel.bench.guarantee import calibrated_configs
-
-        out["calibration"] = calibrated_configs(
-            table, judge, worker_sets(table.models, judge, table), targets=calibration_targets,
-            delta=delta, splits=splits, gold=g, labels=labels,
-        )
     return clean(out)
 
 
-def to_measure(analysis: Mapping[str, Any],
-               targets: Sequence[float] = MEASURED_TARGETS) -> list[dict[str, Any]]:
-    """The selected configurations, plus the fastest calibrated one at each of ``targets``
-    that some worker set meets (so the report shows Criterion 2's measured speedup too)."""
+def to_measure(analysis: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The selected configurations, plus the fastest certified one per target (so the report
+    shows Criterion 2's measured speedup too)."""
     configs = list(analysis.get("selected") or [])
-    best = (analysis.get("calibration") or {}).get("best") or {}
-    for t in targets:
-        for method, by_target in best.items():
-            cfg = (by_target.get(f"{t:g}") or {}).get("config")
-            if cfg and cfg["key"] not in {c["key"] for c in configs}:
-                configs.append({**cfg, "calibrated_target": float(t), "method": method})
+    for key, row in ((analysis.get("certified") or {}).get("best") or {}).items():
+        cfg = row.get("held")
+        if cfg and cfg["key"] not in {c["key"] for c in configs}:
+            configs.append({**cfg, "certified_target": key})
     return configs
 
 

@@ -21,9 +21,10 @@ from speculabel.bench.manifest import DEFAULT_THRESHOLDS, Manifest, vote_table
 from speculabel.bench.measure import environment, measure, measure_signature, previous_measured
 from speculabel.bench.metrics import clean
 from speculabel.bench.run import Loader, ModelRun, Say, _load, _quiet, run_models
+from speculabel.bench.simulate import VoteTable
 from speculabel.io.paths import default_votes_path
 from speculabel.io.votes import VoteStore, item_key
-from speculabel.records import Item
+from speculabel.records import Item, Vote
 from speculabel.tasks import Task
 
 
@@ -34,6 +35,9 @@ class BenchResult:
     runs: list[ModelRun]
     analysis: dict[str, Any]
     files: dict[str, Path]
+
+
+LEARNED = "learned_votes.json"
 
 
 def run_bench(
@@ -49,6 +53,10 @@ def run_bench(
     batch_size: int = 8,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     measure_items: int = 100,
+    fit_items: int | None = None,
+    delta: float = 0.1,
+    splits: int = 100,
+    seed: int = 0,
     loader: Loader = _load,
     backends: Mapping[str, Backend] | None = None,
     progress: bool = True,
@@ -58,26 +66,35 @@ def run_bench(
     remeasure: bool = False,
     say: Say = _quiet,
 ) -> BenchResult:
-    """Run the models into the store, analyse, measure the best configurations, write the report.
+    """Run the models into the store, analyse, certify, measure, write the report.
 
-    ``measure_items`` = 0 skips the measured runs.  Measured runs of an earlier bench in
-    ``out_dir`` with the same models, items and configurations are reused (a rerun makes no
-    model call), unless ``remeasure``.
+    Workers that learn (``learner:minilm``, ``similarity:minilm``) are fitted on the fit share
+    (``fit_items``, default a fifth of the items up to 300) and enter the certified section
+    only (:mod:`speculabel.bench.certified`).  ``measure_items`` = 0 skips the measured runs,
+    which run on held-out items; those of an earlier bench in ``out_dir`` with the same models,
+    items and configurations are reused (a rerun makes no model call), unless ``remeasure``.
     """
+    from speculabel.bench.certified import three_way_split
+    from speculabel.certify.workflow import learning
     from speculabel.report import write_report
 
     specs = list(dict.fromkeys(specs))
     judge = judge or specs[-1]
     if judge not in specs:
         raise ValueError(f"judge {judge!r} must be one of --models ({', '.join(specs)})")
+    learners = [s for s in specs if learning(s)]
+    if judge in learners:
+        raise ValueError(f"the judge cannot be a worker that learns: {judge}")
+    stored = [s for s in specs if s not in learners]
     if len(specs) < 3:
         raise ValueError("a bench needs at least three models: two workers and a judge")
     if gold is not None and len(gold) != len(items):
         raise ValueError(f"{len(gold)} gold labels for {len(items)} items")
     store_path = store_path or default_votes_path()
     out_dir.mkdir(parents=True, exist_ok=True)
+    n_fit = min(300, len(items) // 5) if fit_items is None else fit_items
     with VoteStore(store_path) as store:
-        runs = run_models(task, items, specs, store, batch_size=batch_size, backends=backends,
+        runs = run_models(task, items, stored, store, batch_size=batch_size, backends=backends,
                           loader=loader, progress=progress, interleave=interleave, say=say)
         manifest = Manifest(
             task=task.name,
@@ -91,46 +108,103 @@ def run_bench(
             judge=judge,
             store=str(store_path),
             thresholds=list(thresholds),
+            learners=learners,
+            split=three_way_split(len(items), n_fit, seed),
         )
         manifest.save(out_dir)
         table, _ = vote_table(store, manifest)
-    analysis = analyse(table, judge, gold=manifest.gold, labels=task.label_names,
-                       thresholds=thresholds)
+    learned: dict[str, dict[str, list[Vote]]] = {}
+    if learners:
+        from speculabel.bench.learned import fit_and_score
+
+        refs: dict[str, Sequence[str | None]] = {"judge": table.labels(judge)}
+        if gold is not None:
+            refs["gold"] = list(gold)
+        learned, costs = fit_and_score(task, items, manifest.split["fit"], refs, learners,
+                                       out_dir, say=say)
+        (out_dir / LEARNED).write_text(json.dumps({
+            "costs": costs,
+            "votes": {ref: {m: [v.to_json() for v in vs] for m, vs in by.items()}
+                      for ref, by in learned.items()},
+        }), encoding="utf-8")
+    analysis = _analyse(table, manifest, learned, delta, splits, seed)
     analysis["bench"] = _bench_info(manifest, runs)
     attach_learner_stream(analysis, learner_stream)
     if measure_items > 0:
-        idx = list(range(min(measure_items, len(items))))
-        sub = table.subset(idx)
-        sub_gold = [manifest.gold[i] for i in idx] if manifest.gold is not None else None
-        configs = to_measure(analysis)
-        sig = measure_signature(manifest, configs, len(idx))
-        prev = None if remeasure else previous_measured(out_dir, sig)
-        try:
-            if prev is not None:
-                say("measured runs: reusing those of the previous bench (same models, items and "
-                    "configurations; --remeasure to time them again)")
-                analysis["measured"] = prev
-            else:
-                analysis["measured"] = measure(
-                    task, [items[i] for i in idx], configs, sub, gold=sub_gold,
-                    labels=task.label_names, loader=loader, backends=backends,
-                    batch_size=batch_size, say=say,
-                )
-                analysis["measured"]["signature"] = sig
-            analysis["measured"]["selection"] = analysis["selection"]
-        except ImportError as e:
-            analysis["measured"] = {"skipped": f"the cascade is not available: {e}", "runs": []}
-        except (BackendError, RuntimeError, ValueError) as e:
-            # the stored votes and the computed report stay valid; say why nothing was measured
-            say(f"measured runs failed: {type(e).__name__}: {e}")
-            analysis["measured"] = {"skipped": f"measured runs failed: {type(e).__name__}: {e}",
-                                    "runs": []}
+        _measure(analysis, task, items, manifest, table, learned, out_dir, measure_items,
+                 loader, backends, batch_size, remeasure, say)
     else:
         analysis["measured"] = {"skipped": "measured runs turned off (--measure-items 0)",
                                 "runs": []}
     files = write_report(analysis, out_dir, plots=plots)
     return BenchResult(out_dir, manifest, runs, analysis, files)
 
+
+def _tables(table: VoteTable, learned: Mapping[str, Mapping[str, list[Vote]]]
+            ) -> dict[str, VoteTable]:
+    """Per reference: the stored models' votes and the workers fitted on that reference."""
+    refs = learned or {"judge": {}}
+    return {ref: VoteTable({**table.votes, **learned.get(ref, {})}, dict(table.cpu_s))
+            for ref in refs}
+
+
+def _analyse(table: VoteTable, manifest: Manifest, learned: Mapping[str, Mapping[str, list[Vote]]],
+             delta: float, splits: int, seed: int, judge: str | None = None,
+             thresholds: Sequence[float] | None = None) -> dict[str, Any]:
+    from speculabel.bench.certified import certified
+
+    j = judge or manifest.judge
+    analysis = analyse(table, j, gold=manifest.gold, labels=manifest.labels,
+                       thresholds=thresholds or manifest.thresholds)
+    tables = _tables(table, learned)
+    if manifest.gold is not None and "gold" not in tables:
+        tables["gold"] = tables["judge"]
+    stored_workers = [m for m in table.models if m != j]
+    workers = {ref: stored_workers + list(learned.get(ref, {})) for ref in tables}
+    split = manifest.split or {"fit": [], "certify": list(range(0, table.n, 2)),
+                               "held": list(range(1, table.n, 2))}
+    analysis["certified"] = certified(
+        tables, j, workers, split, gold=manifest.gold, labels=manifest.labels, delta=delta,
+        splits=splits, seed=seed)
+    return analysis
+
+
+def _measure(analysis: dict[str, Any], task: Task, items: Sequence[Item], manifest: Manifest,
+             table: VoteTable, learned: Mapping[str, Mapping[str, list[Vote]]], out_dir: Path,
+             measure_items: int, loader: Loader, backends: Mapping[str, Backend] | None,
+             batch_size: int, remeasure: bool, say: Say) -> None:
+    """The measured runs, on held-out items, reused when their signature is unchanged."""
+    from speculabel.bench.learned import loader_for
+
+    held = (manifest.split or {}).get("held") or list(range(len(items)))
+    idx = held[:measure_items]
+    merged = {m: vs for by in learned.values() for m, vs in by.items()}
+    full = VoteTable({**table.votes, **merged}, dict(table.cpu_s))
+    sub = full.subset(idx)
+    sub_gold = [manifest.gold[i] for i in idx] if manifest.gold is not None else None
+    configs = to_measure(analysis)
+    sig = measure_signature(manifest, configs, idx)
+    prev = None if remeasure else previous_measured(out_dir, sig)
+    try:
+        if prev is not None:
+            say("measured runs: reusing those of the previous bench (same models, items and "
+                "configurations; --remeasure to time them again)")
+            analysis["measured"] = prev
+        else:
+            analysis["measured"] = measure(
+                task, [items[i] for i in idx], configs, sub, gold=sub_gold,
+                labels=task.label_names, loader=loader_for(out_dir, loader), backends=backends,
+                batch_size=batch_size, say=say,
+            )
+            analysis["measured"]["signature"] = sig
+        analysis["measured"]["selection"] = analysis["selection"]
+    except ImportError as e:
+        analysis["measured"] = {"skipped": f"the cascade is not available: {e}", "runs": []}
+    except (BackendError, RuntimeError, ValueError) as e:
+        # the stored votes and the computed report stay valid; say why nothing was measured
+        say(f"measured runs failed: {type(e).__name__}: {e}")
+        analysis["measured"] = {"skipped": f"measured runs failed: {type(e).__name__}: {e}",
+                                "runs": []}
 
 
 def _bench_info(manifest: Manifest, runs: Sequence[ModelRun] | None) -> dict[str, Any]:
@@ -167,9 +241,17 @@ def report_from_store(out_dir: Path, *, store_path: Path | None = None,
         raise ValueError(
             f"the vote store {path} lacks votes for this bench: {gaps}; rerun the bench to fill it"
         )
-    j = judge or manifest.judge
-    analysis = analyse(table, j, gold=manifest.gold, labels=manifest.labels,
-                       thresholds=thresholds or manifest.thresholds)
+    learned: dict[str, dict[str, list[Vote]]] = {}
+    if manifest.learners:
+        path_l = out_dir / LEARNED
+        if not path_l.is_file():
+            raise FileNotFoundError(f"{path_l} not found: rerun the bench to fit "
+                                    f"{', '.join(manifest.learners)}")
+        raw = json.loads(path_l.read_text(encoding="utf-8"))["votes"]
+        learned = {ref: {m: [Vote.from_json(v) for v in vs] for m, vs in by.items()}
+                   for ref, by in raw.items()}
+    analysis = _analyse(table, manifest, learned, 0.1, 100, 0, judge=judge,
+                        thresholds=thresholds)
     analysis["bench"] = _bench_info(manifest, None)
     attach_learner_stream(analysis, learner_stream)
     analysis["measured"] = {"skipped": "report redone from the store; no measured runs", "runs": []}
@@ -180,7 +262,8 @@ def report_from_store(out_dir: Path, *, store_path: Path | None = None,
                              .get("items") or 0)
         except (OSError, ValueError):
             n_measured = 0
-        sig = measure_signature(manifest, to_measure(analysis), n_measured)
+        held = (manifest.split or {}).get("held") or list(range(len(manifest.item_ids)))
+        sig = measure_signature(manifest, to_measure(analysis), held[:n_measured])
         prev = previous_measured(out_dir, sig) if n_measured else None
         if prev is not None:
             analysis["measured"] = prev

@@ -33,6 +33,10 @@ class Manifest:
     store: str
     thresholds: list[float] = field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
     created: float = field(default_factory=time.time)
+    #: workers that learn (fitted on the fit share; their votes live in learned_votes.json)
+    learners: list[str] = field(default_factory=list)
+    #: the fit / certify / held-out split of the certified section (item indices)
+    split: dict[str, list[int]] = field(default_factory=dict)
 
     def save(self, out_dir: Path) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -45,7 +49,9 @@ class Manifest:
         path = out_dir / MANIFEST
         if not path.is_file():
             raise FileNotFoundError(f"no {MANIFEST} in {out_dir}: run the bench there first")
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
+        data = json.loads(path.read_text(encoding="utf-8"))
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     @property
     def specs(self) -> list[str]:

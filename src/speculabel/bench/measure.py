@@ -179,13 +179,13 @@ def _rel(measured: float, computed: float) -> float:
 
 
 def measure_signature(manifest: Manifest, configs: Sequence[Mapping[str, Any]],
-                      n_items: int) -> str:
+                      idx: Sequence[int]) -> str:
     """What a measured run depends on: the model files, the items, the configurations.  The one
     rule for reusing measured runs, in a bench and in a report redone from the store."""
     blob = json.dumps({
         "task": manifest.task_fingerprint,
         "models": sorted((m["spec"], m["fingerprint"]) for m in manifest.models),
-        "items": manifest.item_keys[:n_items],
+        "items": [manifest.item_keys[i] for i in idx],
         "configs": sorted(str(c["key"]) for c in configs),
     }, sort_keys=True)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]

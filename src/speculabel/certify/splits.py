@@ -14,7 +14,27 @@ from typing import Any
 
 import numpy as np
 
+from speculabel.certify.scope import Scope
 from speculabel.certify.threshold import calibrate_threshold
+
+
+def achieved(scope: Scope, accepted: np.ndarray, agree: np.ndarray,
+             judge_right: np.ndarray | None) -> float | None:
+    """The scope's quantity on these items when the workers decide ``accepted``: agreement on
+    the accepted items (workers), whole-set agreement (dataset), or judge accuracy minus cascade
+    accuracy (non-inferior)."""
+    if scope == "workers":
+        return float(agree[accepted].mean()) if accepted.any() else None
+    if scope == "dataset":
+        return 1.0 - float((accepted & ~agree).mean())
+    assert judge_right is not None
+    return float((accepted & ~agree & judge_right).mean() - (accepted & agree & ~judge_right).mean())
+
+
+def misses(scope: Scope, value: float | None, target: float) -> bool:
+    if value is None:
+        return False
+    return value > target if scope == "non-inferior" else value < target
 
 
 def split_check(
@@ -27,19 +47,23 @@ def split_check(
     cal_frac: float,
     seed: int,
     method: str = "fixed-sequence",
+    scope: Scope = "workers",
+    judge_right: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Calibrate on a random ``cal_frac`` of the items, measure on the rest, ``splits`` times."""
+    """Certify on a random ``cal_frac`` of the items, check on the rest, ``splits`` times."""
     rng = np.random.default_rng(seed)
     n = len(scores)
     n_cal = max(1, min(n - 1, round(cal_frac * n)))
     violated = violated_pop = feasible = 0
     coverage: list[float] = []
-    agreement: list[float] = []
+    values: list[float] = []
     thresholds: list[float] = []
     for _ in range(splits):
         perm = rng.permutation(n)
         c, t = perm[:n_cal], perm[n_cal:]
-        res = calibrate_threshold(scores[c], agree[c], target, delta, method=method)
+        jr = None if judge_right is None else judge_right[c]
+        res = calibrate_threshold(scores[c], agree[c], target, delta, method=method, scope=scope,
+                                  judge_right=jr)
         if not res.feasible or res.threshold is None:
             coverage.append(0.0)
             continue
@@ -47,15 +71,19 @@ def split_check(
         thresholds.append(res.threshold)
         acc = scores[t] >= res.threshold
         coverage.append(float(acc.mean()))
-        if acc.any():
-            a = float(agree[t][acc].mean())
-            agreement.append(a)
-            violated += a < target
+        v = achieved(scope, acc, agree[t], None if judge_right is None else judge_right[t])
+        if v is not None:
+            values.append(v)
+        violated += misses(scope, v, target)
         # the guarantee is about the population the calibration items were drawn from: here,
-        # all the items (the test half alone adds its own sampling noise)
-        pop = scores >= res.threshold
-        violated_pop += bool(pop.any()) and float(agree[pop].mean()) < target
+        # all the items (the test part alone adds its own sampling noise)
+        pop = achieved(scope, scores >= res.threshold, agree, judge_right)
+        violated_pop += misses(scope, pop, target)
+    worst = None
+    if values:
+        worst = max(values) if scope == "non-inferior" else min(values)
     return {
+        "scope": scope,
         "splits": splits,
         "calibration_items": int(n_cal),
         "test_items": int(n - n_cal),
@@ -64,6 +92,6 @@ def split_check(
         "population_violation_rate": violated_pop / splits,
         "mean_threshold": float(np.mean(thresholds)) if thresholds else None,
         "mean_test_coverage": float(np.mean(coverage)),
-        "mean_test_agreement": float(np.mean(agreement)) if agreement else None,
-        "min_test_agreement": float(np.min(agreement)) if agreement else None,
+        "mean_test_value": float(np.mean(values)) if values else None,
+        "worst_test_value": worst,
     }

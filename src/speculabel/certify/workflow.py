@@ -48,9 +48,14 @@ class Calibration:
 
 
 def learning(spec: str) -> bool:
+    """Is this a worker that learns?  (A spec the registry does not know is not.)"""
+    from speculabel.backends.base import BackendError
     from speculabel.backends.registry import kind_of
 
-    return kind_of(spec) in LEARNING_KINDS
+    try:
+        return kind_of(spec) in LEARNING_KINDS
+    except BackendError:
+        return False
 
 
 def split(n: int, fit_fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -107,22 +107,23 @@ def _plot_latency(a: dict[str, Any], path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
 
 
-def _plot_calibration(a: dict[str, Any], path: Path) -> None:
-    cal = a["calibration"]
+def _plot_certified(a: dict[str, Any], path: Path) -> None:
+    cert = a["certified"]
     with _figure(path, (8, 5)) as (_fig, ax):
-        sets: dict[str, list[dict[str, Any]]] = {}
-        for r in cal["rows"]:
-            sets.setdefault(" + ".join(r["workers"]), []).append(r)
-        for name, rs in sets.items():
-            rs.sort(key=lambda r: r["target"])
-            ax.plot([r["target"] for r in rs], [r["judge_call_rate"] for r in rs], marker="o",
-                    label=name)
-        ax.set_xlabel(f"agreement target on worker-decided items (delta {cal['delta']:g})")
-        ax.set_ylabel("judge-call rate at the certified threshold")
+        sets: dict[str, list[tuple[float, float]]] = {}
+        for r in cert["rows"]:
+            if r["scope"] != "dataset":
+                continue
+            rate = r["held"]["judge_call_rate"] if r["held"] else 1.0
+            sets.setdefault(" + ".join(r["workers"]), []).append((r["target"], rate))
+        for name, pts in sets.items():
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        ax.set_xlabel(f"certified whole-data agreement with the judge (delta {cert['delta']:g})")
+        ax.set_ylabel("judge-call rate on held-out items")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"Criterion 2: judge calls needed for each target ({cal['n']} items; "
-                     f"1.0 = no threshold qualifies)")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.set_title("Judge calls needed for each target (1.0 = no threshold certified)")
+        ax.legend(fontsize=7, loc="upper left")
         ax.grid(alpha=0.3)
 
 
@@ -152,9 +153,9 @@ def write_plots(a: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     _plot_agreement(a, out["agreement"])
     _plot_pareto(a, out["pareto"])
     _plot_latency(a, out["latency"])
-    if a.get("calibration"):
-        out["calibration"] = out_dir / "judge_rate_vs_target.png"
-        _plot_calibration(a, out["calibration"])
+    if a.get("certified"):
+        out["certified"] = out_dir / "judge_rate_vs_target.png"
+        _plot_certified(a, out["certified"])
     if a.get("learner_streams"):
         out["learner"] = out_dir / "learner_stream.png"
         _plot_learner(a, out["learner"])

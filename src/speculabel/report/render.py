@@ -14,7 +14,7 @@ from typing import Any
 
 from speculabel.report.format import mode, ms, pct, signed_pct, times
 from speculabel.report.plots import write_plots
-from speculabel.report.tables import measured_speedup, tables
+from speculabel.report.tables import measured_speedup, tables, target_name
 
 
 def _headline(a: dict[str, Any]) -> list[str]:
@@ -23,7 +23,8 @@ def _headline(a: dict[str, Any]) -> list[str]:
     lines = [
         f"- task: {b.get('task', '?')} ({a['n']} items"
         + (f", data: {ds.get('name')}" if ds.get("name") else "") + ")",
-        f"- judge: {a['judge']}; workers: every pair and triple of the other models",
+        f"- judge: {a['judge']}; workers: every pair and triple of the other stored models "
+        "(and every set of one to three, workers that learn included, in the certified section)",
         f"- rules: majority, unanimous, confident-majority at {a['thresholds']}",
         f"- vote store: {b.get('store', '?')}",
     ]
@@ -54,24 +55,21 @@ def _headline(a: dict[str, Any]) -> list[str]:
             f"{times(r['measured']['speedup'])} measured vs {times(r['computed']['speedup'])} "
             f"computed (gap {signed_pct(r['gap']['speedup_rel'])}) on {r['items']} items"
         )
-    cal = a.get("calibration")
-    if cal:
-        for t in cal["targets"]:
-            parts = []
-            for method in cal["methods"]:
-                r = (cal.get("best") or {}).get(method, {}).get(f"{t:g}")
-                if r is None:
-                    parts.append(f"{method}: none certified")
-                    continue
-                parts.append(
-                    f"{method}: {' + '.join(r['workers'])} at {r['threshold']:g}, judge calls "
-                    f"{pct(r['judge_call_rate'])}, speedup {times(r['config']['speedup'])} "
-                    f"computed / {measured_speedup(a, r['workers'], r['config']['rule'])} "
-                    f"measured, violation rate "
-                    f"{pct(r['split_check']['population_violation_rate'])}"
-                )
-            lines.append(f"- Criterion 2, target {t:g} (delta {cal['delta']:g}): "
-                         + "; ".join(parts))
+    cert = a.get("certified") or {}
+    for scope, t in cert.get("targets", []):
+        r = (cert.get("best") or {}).get(f"{scope}@{t:g}")
+        if r is None:
+            lines.append(f"- certified {target_name(scope, t)}: no worker set")
+            continue
+        c = r["held"]
+        lines.append(
+            f"- certified {target_name(scope, t)} (delta {cert['delta']:g}): "
+            f"{' + '.join(r['workers'])} at {r['threshold']:g}: judge calls "
+            f"{pct(c['judge_call_rate'])} on held-out items, speedup {times(c['speedup'])} "
+            f"computed / {measured_speedup(a, r['workers'], c['rule'])} measured"
+            + (f", accuracy {pct(c.get('e2e_accuracy'))} (judge {pct(c.get('judge_accuracy'))})"
+               if c.get("e2e_accuracy") is not None else "")
+        )
     for ls in a.get("learner_streams") or []:
         w = ls["windows"]
         lines.append(
