@@ -77,8 +77,8 @@ def test_certified_section_certifies_on_one_share_and_measures_on_another() -> N
     ds = best["dataset@0.85"]
     assert ds["held"]["items"] == 350 and ds["held"]["speedup"] > 1
     # a whole-data target lets the workers decide more than the same target on their share
-    wk = [r for r in res["rows"] if r["scope"] == "workers" and r["target"] == 0.9
-          and r["workers"] == ds["workers"]][0]
+    wk = next(r for r in res["rows"] if r["scope"] == "workers" and r["target"] == 0.9
+          and r["workers"] == ds["workers"])
     assert wk["held"] is None or ds["held"]["coverage"] >= wk["held"]["coverage"]
     # held-out: the certified quantity is close to what the certify share promised
     assert ds["held"]["value"] >= 0.85 - 0.05

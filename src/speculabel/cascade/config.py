@@ -42,11 +42,14 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from speculabel.policy import PolicyError, RuleName, check_policy
+
+if TYPE_CHECKING:
+    from speculabel.adaptive.plan import AdaptiveSettings
 
 # Measured (bench, TweetEval test, N=500): smollm2-135m is below chance on sentiment (23 %
 # accuracy, 22 % agreement with the judge) and only adds cost, so the defaults leave it out.
@@ -94,6 +97,16 @@ class CascadeConfig(BaseModel):
     judge_only: bool = False
     #: what ``calibrate`` certified for these settings (informational, never changes a label)
     certificate: dict[str, Any] = Field(default_factory=dict)
+    #: an adaptive run: learn from the judge, certify the threshold on a random audit (see
+    #: :mod:`speculabel.adaptive`); the keys below apply to it only
+    adaptive: bool = False
+    target: float = Field(0.85, gt=0, lt=1)
+    delta: float = Field(0.1, gt=0, lt=1)
+    scope: Literal["dataset", "workers"] = "dataset"
+    audit_rate: float = Field(0.05, gt=0, lt=1)
+    warmup: int = Field(200, ge=2)
+    recertify_every: int = Field(500, ge=1)
+    seed: int = 0
 
     @field_validator("workers", mode="before")
     @classmethod
@@ -119,6 +132,17 @@ class CascadeConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> CascadeConfig:
+        if self.adaptive:
+            if self.judge_only:
+                raise ValueError("an adaptive run needs workers: leave out judge_only")
+            if self.judge is None:
+                raise ValueError("an adaptive run needs a judge")
+            if self.threshold is not None:
+                raise ValueError("an adaptive run certifies its own threshold: leave out "
+                                 "threshold")
+            if self.policy not in ("majority", "confident-majority"):
+                raise ValueError(f"an adaptive run uses confident-majority, not {self.policy!r}")
+            self.policy = "confident-majority"
         if self.judge_only:
             if self.judge is None:
                 raise ValueError("judge_only needs a judge")
@@ -136,11 +160,18 @@ class CascadeConfig(BaseModel):
             raise ValueError(f"{self.judge} cannot be both a worker and the judge")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}")
-        try:
-            check_policy(self.policy, self.threshold)
-        except PolicyError as e:
-            raise ValueError(str(e)) from None
+        if not self.adaptive:
+            try:
+                check_policy(self.policy, self.threshold)
+            except PolicyError as e:
+                raise ValueError(str(e)) from None
         return self
+
+    def adaptive_settings(self) -> AdaptiveSettings:
+        from speculabel.adaptive.plan import AdaptiveSettings
+
+        return AdaptiveSettings(self.target, self.delta, self.scope, self.audit_rate,
+                                self.warmup, self.recertify_every, self.seed)
 
     # ------------------------------------------------------------------ identity
     def decision_settings(self) -> dict[str, Any]:
@@ -156,6 +187,7 @@ class CascadeConfig(BaseModel):
             "weights": dict(sorted(self.weights.items())),
             "calibration": {k: v.model_dump() for k, v in sorted(self.calibration.items())},
             "models": {k: self.models[k] for k in sorted(self.models)},
+            **({"adaptive": self.adaptive_settings().to_json()} if self.adaptive else {}),
         }
 
     def fingerprint(self, extra: dict[str, Any] | None = None) -> str:
@@ -223,6 +255,10 @@ def dump_config(cfg: CascadeConfig) -> dict[str, Any]:
             out.pop(key, None)
     if not out.get("judge_only"):
         out.pop("judge_only", None)
+    if not out.get("adaptive"):  # the adaptive keys mean nothing without it
+        for key in ("adaptive", "target", "delta", "scope", "audit_rate", "warmup",
+                    "recertify_every", "seed"):
+            out.pop(key, None)
     for entry in out.get("calibration", {}).values():
         if not entry.get("offsets"):
             entry.pop("offsets", None)

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from speculabel.backends.learner.base import LearningWorker
 from speculabel.certify.plan import CascadePlan, plan_cascade
 from speculabel.certify.scope import Scope
@@ -96,13 +98,33 @@ def fit_learner(
     return worker
 
 
+def cross_val_proba(worker: LearningWorker, rows: Sequence[Sequence[str]],
+                    labels: Sequence[str], folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Out-of-fold probabilities (in the worker's label order) of a head like the worker's,
+    each row scored by a head fitted on the other folds: honest scores for items the worker was
+    trained on (a certificate must never use in-sample scores)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    assert worker.labels is not None
+    x = worker.features(rows)
+    y = np.array(labels)
+    out = np.full((len(y), len(worker.labels)), 1.0 / len(worker.labels))
+    n_splits = min(folds, *np.unique(y, return_counts=True)[1]) if len(y) else 0
+    if n_splits < 2:
+        return out
+    for tr, te in StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(x, y):
+        if len(set(y[tr])) >= 2:
+            out[te] = worker.head_proba(worker.new_head().fit(x[tr], y[tr]), x[te])
+    return out
+
+
 def out_of_fold_votes(worker: LearningWorker, task: Task, items: Sequence[Item],
                       labels: Sequence[str | None], seed: int) -> list[Vote]:
     """A fitted worker's honest votes on its own training items (5-fold cross-fitting);
     an item without a label gets the worker's plain vote."""
     keep = [i for i, lab in enumerate(labels) if lab is not None]
-    probs = worker.cross_val_proba([worker.row_of(items[i]) for i in keep],
-                                   [str(labels[i]) for i in keep], 5, seed)
+    probs = cross_val_proba(worker, [worker.row_of(items[i]) for i in keep],
+                            [str(labels[i]) for i in keep], 5, seed)
     out: list[Vote] = list(worker.score(task, items))
     for row, i in zip(probs, keep, strict=True):
         labels_ = worker.labels or []

@@ -93,3 +93,35 @@ def print_summary(summary: dict[str, Any], output: Path | None = None) -> None:
     if output is not None:
         table.add_row("results", str(output))
     Console(stderr=True).print(table)
+
+
+def run_with_progress(records: Any, total: int, stats: Any, write: Any, quiet: bool) -> None:
+    """Write each record as it comes, with a progress bar (items/s, judge-call rate) unless
+    ``quiet``."""
+    import time
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    if quiet:
+        for rec in records:
+            write(rec)
+        return
+    t0 = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]classify"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
+        TimeRemainingColumn(), transient=False, refresh_per_second=4,
+    ) as bar:
+        tid = bar.add_task("classify", total=total, rate="")
+        for rec in records:
+            write(rec)
+            dt = time.perf_counter() - t0
+            bar.update(tid, advance=1, rate=f"{stats.items / dt:.2f} items/s  judge "
+                                            f"{100 * stats.judge_rate:.0f}%")

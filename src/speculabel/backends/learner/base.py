@@ -24,6 +24,7 @@ import time
 from abc import abstractmethod
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,6 +37,15 @@ from speculabel.records import Item, Vote
 from speculabel.tasks import Task
 
 Text = str | Sequence[str]
+
+
+@dataclass(frozen=True)
+class Head:
+    """A fitted head and what it was fitted on (how many labels, a hash of them)."""
+
+    model: Any
+    trained_on: int
+    digest: str
 
 
 class LearningWorker(Backend):
@@ -69,6 +79,9 @@ class LearningWorker(Backend):
         self.min_per_class = int(min_per_class)
         self.retrain_every = int(retrain_every)
         self.frozen = bool(frozen)
+        #: retrain by itself as labels arrive (False: an adaptive run decides when, see
+        #: :meth:`candidate` and :meth:`install`)
+        self.auto_retrain = True
         self._embed: EmbedFn = embedder if embedder is not None else MiniLMEmbedder()
         self.embedder_name = getattr(self._embed, "name", type(self._embed).__name__)
         self.labels: list[str] | None = list(labels) if labels else None
@@ -208,24 +221,9 @@ class LearningWorker(Backend):
         p = self.predict_proba(texts)
         return [self.labels[int(i)] for i in p.argmax(axis=1)]
 
-    def cross_val_proba(self, rows: Sequence[Sequence[str]], labels: Sequence[str],
-                        folds: int = 5, seed: int = 0) -> np.ndarray:
-        """Out-of-fold probabilities (in :attr:`labels` order) of a head like this one's, each
-        row scored by a head fitted on the other folds: honest scores for items the worker was
-        trained on (a certificate must never use in-sample scores)."""
-        from sklearn.model_selection import StratifiedKFold
-
-        assert self.labels is not None
-        x = self.features(rows)
-        y = np.array(labels)
-        out = np.full((len(y), len(self.labels)), 1.0 / len(self.labels))
-        n_splits = min(folds, *np.unique(y, return_counts=True)[1]) if len(y) else 0
-        if n_splits < 2:
-            return out
-        for tr, te in StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(x, y):
-            if len(set(y[tr])) >= 2:
-                out[te] = self._proba(self.new_head().fit(x[tr], y[tr]), x[te])
-        return out
+    def head_proba(self, head: Any, x: np.ndarray) -> np.ndarray:
+        """A head's probabilities for a feature matrix, in :attr:`labels` order."""
+        return self._proba(head, x)
 
     # ------------------------------------------------------------------ learning
     def _add(self, row: tuple[str, ...], label: str) -> bool:
@@ -259,29 +257,51 @@ class LearningWorker(Backend):
                     fresh.append({"key": row_key(row), "fields": list(row), "label": lab})
             if self._dir is not None:
                 self._dir.append_examples(fresh)
-            counts = self.class_counts()
-            enough = len(counts) >= 2 and all(c >= self.min_per_class for c in counts.values())
             due = self._model is None or self._since_train >= self.retrain_every
-            if due and enough:
+            if self.auto_retrain and due and self.enough_labels():
                 self._train()
                 self._save()
                 return True
             return False
 
-    def _train(self) -> None:
+    def enough_labels(self) -> bool:
+        counts = self.class_counts()
+        return len(counts) >= 2 and all(c >= self.min_per_class for c in counts.values())
+
+    def candidate(self) -> Head | None:
+        """A head fitted on every label so far, *not* installed: an adaptive run certifies it
+        first (:meth:`install` puts it to work).  None until every class has enough labels."""
+        return self._fit_head() if self.enough_labels() else None
+
+    def _fit_head(self) -> Head:
         if len(set(self._y)) < 2:
             raise BackendError(f"{self.spec}: needs labels of at least two classes to train")
-        model = self.new_head()
-        model.fit(self.features(self._x_texts), np.array(self._y))
-        self._model = model
-        self._trained_on = len(self._y)
-        digest = hashlib.sha256()
-        for row, y in zip(self._x_texts, self._y, strict=True):
-            digest.update(row_key(row).encode())
-            digest.update(y.encode())
-        self._trained_digest = digest.hexdigest()[:12]
-        self._since_train = 0
-        self.retrains += 1
+        with self._lock:
+            model = self.new_head()
+            model.fit(self.features(self._x_texts), np.array(self._y))
+            digest = hashlib.sha256()
+            for row, y in zip(self._x_texts, self._y, strict=True):
+                digest.update(row_key(row).encode())
+                digest.update(y.encode())
+            return Head(model, len(self._y), digest.hexdigest()[:12])
+
+    def candidate_proba(self, head: Head, rows: Sequence[Sequence[str]]) -> np.ndarray:
+        """What ``head`` would say about these rows (in :attr:`labels` order)."""
+        with self._lock:
+            return self._proba(head.model, self.features(rows))
+
+    def install(self, head: Head, save: bool = True) -> None:
+        """Vote with ``head`` from now on (and keep it in the directory)."""
+        with self._lock:
+            self._model = head.model
+            self._trained_on, self._trained_digest = head.trained_on, head.digest
+            self._since_train = max(0, self.n_labels - head.trained_on)
+            self.retrains += 1
+            if save:
+                self._save()
+
+    def _train(self) -> None:
+        self.install(self._fit_head(), save=False)
 
     # ------------------------------------------------------------------ the Backend interface
     def check_task(self, task: Task) -> None:

@@ -1,0 +1,135 @@
+"""Adaptive runs with plain-Python workers and judge (pure logic; the CLI test uses real parts):
+warm-up, audit, escalation, certified looks, resume."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from speculabel.adaptive.plan import AdaptiveSettings, look_due, phase, planned_looks
+from speculabel.adaptive.report import report, statement
+from speculabel.adaptive.run import AdaptiveCascade
+from speculabel.adaptive.state import AdaptiveState
+from speculabel.backends.base import FunctionBackend
+from speculabel.backends.learner.backend import LearnerBackend
+from speculabel.io.results import ResultsFile
+from speculabel.io.votes import item_key
+from speculabel.records import Item
+from speculabel.tasks import SENTIMENT, Task
+from test_learner import WORDS, HashEmbedder
+
+LABELS = SENTIMENT.label_names
+
+
+def _stream(n: int, seed: int = 0) -> tuple[list[Item], dict[str, str]]:
+    rng = random.Random(seed)
+    items, truth = [], {}
+    for i in range(n):
+        lab = rng.choice(list(WORDS))
+        words = rng.sample(WORDS[lab], 2) + rng.sample(WORDS["neutral"], 1)
+        items.append(Item(f"s{i}", {"text": " ".join(words) + f" #{i}"}))
+        truth[f"s{i}"] = lab
+    return items, truth
+
+
+def _judge(truth: dict[str, str], calls: list[str]) -> FunctionBackend:
+    """The judge answers from the truth table (and counts its calls)."""
+    def fn(task: Task, items: Sequence[Item]) -> list[dict[str, float]]:
+        calls.extend(it.id for it in items)
+        return [{x: (0.9 if x == truth[it.id] else 0.05) for x in LABELS} for it in items]
+
+    return FunctionBackend("judge", fn)
+
+
+def _lexicon() -> FunctionBackend:
+    """A cheap worker that knows the words (right but not always sure)."""
+    def fn(task: Task, items: Sequence[Item]) -> list[dict[str, float]]:
+        out = []
+        for it in items:
+            words = it.fields["text"].split()
+            hits = {lab: sum(w in WORDS[lab] for w in words) for lab in ("positive", "negative")}
+            best = max(hits, key=lambda k: hits[k])
+            lab = best if hits[best] else "neutral"
+            out.append({x: (0.7 if x == lab else 0.15) for x in LABELS})
+        return out
+
+    return FunctionBackend("lexicon", fn)
+
+
+def _run(tmp: Path, items: list[Item], truth: dict[str, str], s: AdaptiveSettings,
+         calls: list[str], stop_after: int | None = None) -> tuple[ResultsFile, AdaptiveState]:
+    from speculabel.adaptive.plan import order
+
+    state = AdaptiveState.open(tmp / "out.jsonl.adaptive", s, len(items))
+    learner = LearnerBackend(embedder=HashEmbedder(), directory=state.learner_dir("learner:minilm"),
+                             min_per_class=5)
+    cascade = AdaptiveCascade(SENTIMENT, [_lexicon(), learner], _judge(truth, calls), state,
+                              batch_size=10)
+    results = ResultsFile(tmp / "out.jsonl")
+    perm = order([item_key(SENTIMENT, it) for it in items], s.seed)
+    todo = [(p, items[j]) for p, j in enumerate(perm) if items[j].id not in results]
+    for k, rec in enumerate(cascade.run(todo, len(items) - len(todo))):
+        results.write(rec)
+        if stop_after is not None and k + 1 >= stop_after:
+            break
+    cascade.close()
+    results.close()
+    return results, state
+
+
+def test_plan_is_a_function_of_settings_and_item() -> None:
+    s = AdaptiveSettings(warmup=100, audit_rate=0.1, recertify_every=200)
+    assert phase(s, 5, "k") == phase(s, 5, "k") and phase(s, 5, "k").startswith("warmup")
+    later = [phase(s, 500, f"k{i}") for i in range(2000)]
+    assert 0.07 < later.count("audit") / 2000 < 0.13 and set(later) == {"audit", "run"}
+    assert planned_looks(s, 1000) == 1 + 5 and look_due(s, 99) is None
+    assert look_due(s, 100) == 1 and look_due(s, 299) == 1 and look_due(s, 300) == 2
+
+
+def test_an_adaptive_run_learns_certifies_and_saves_judge_calls(tmp_path: Path) -> None:
+    items, truth = _stream(1500)
+    calls: list[str] = []
+    s = AdaptiveSettings(target=0.9, delta=0.1, warmup=150, audit_rate=0.1, recertify_every=250)
+    results, state = _run(tmp_path, items, truth, s, calls)
+    recs = list(results.done.values())
+    assert len(recs) == 1500 and len(calls) == len(set(calls))  # no item twice, no label twice
+    assert state.certified_looks, [lk.message for lk in state.looks]
+    assert state.threshold is not None
+    judge_rate = sum(r.decided_by == "judge" for r in recs) / 1500
+    assert judge_rate < 0.6
+    # every audited item went to the judge and carries its label; audits never trained
+    audited = [r for r in recs if r.rule.endswith("audit")]
+    assert audited and all(r.decided_by == "judge" and r.label == truth[r.id] for r in audited)
+    assert len(state.audits) == len(audited)
+    trained = {r.id for r in recs if r.rule.split(": ")[-1] == "warm-up" or "escalated" in r.rule}
+    assert not trained & {a.id for a in state.audits.values()}
+    agree = sum(r.label == truth[r.id] for r in recs) / 1500
+    assert agree >= 0.9
+    from speculabel.adaptive.plan import order
+
+    perm = order([item_key(SENTIMENT, it) for it in items], s.seed)
+    data = report(state, recs, {items[j].id: p for p, j in enumerate(perm)}, window=150)
+    assert data["windows"][0]["judge_call_rate"] == 1.0  # the warm-up
+    assert "whole-data-set agreement with the judge >= 0.9" in statement(state)
+
+
+def test_a_killed_run_resumes_with_its_state_and_pays_no_label_twice(tmp_path: Path) -> None:
+    items, truth = _stream(900, seed=3)
+    s = AdaptiveSettings(target=0.85, warmup=120, audit_rate=0.1, recertify_every=200)
+    calls: list[str] = []
+    _, first = _run(tmp_path, items, truth, s, calls, stop_after=500)
+    looks_before, threshold = len(first.looks), first.threshold
+    again = AdaptiveState.open(tmp_path / "out.jsonl.adaptive", s, len(items))
+    assert len(again.looks) == looks_before and again.threshold == threshold
+    assert len(again.audits) == len(first.audits)
+    results, _state = _run(tmp_path, items, truth, s, calls)
+    ids = [r.id for r in results.done.values()]
+    assert sorted(ids) == sorted(it.id for it in items)
+    # the judge was asked about each item at most once over both runs
+    assert len(calls) == len(set(calls))
+    with pytest.raises(ValueError, match="other settings"):
+        AdaptiveState.open(tmp_path / "out.jsonl.adaptive",
+                           AdaptiveSettings(target=0.95, warmup=120), len(items))
