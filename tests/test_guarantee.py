@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speculabel.bench.analyse import analyse, attach_learner_stream, to_measure
+from speculabel.bench.analyse import analyse, attach_streams, to_measure
 from speculabel.bench.certified import certified, three_way_split, worker_sets
 from speculabel.bench.simulate import VoteTable
 from speculabel.certify.splits import split_check
@@ -121,43 +121,43 @@ def test_the_report_shows_certified_cascades_and_measures_the_best(tmp_path: Pat
         assert c["certified_target"] in ("dataset@0.85", "workers@0.9")
         assert c["rule"].startswith("confident-majority@")
 
-    stream = {"meta": {"n": 500, "reference": "judge x", "workers": ["learner:minilm", "vader"],
-                       "target": 0.8, "delta": 0.1},
-              "total": {"judge_call_rate": 0.7, "agreement_with_reference": 0.85},
-              "windows": [{"items": "1-250", "end": 250, "labels_at_start": 0,
-                           "judge_call_rate": 1.0, "decided_by_workers": 0,
-                           "agreement_with_judge": None, "accuracy_vs_gold": None,
-                           "learner_voting": 0.0},
-                          {"items": "251-500", "end": 500, "labels_at_start": 250,
-                           "judge_call_rate": 0.6, "decided_by_workers": 100,
-                           "agreement_with_judge": 0.86, "accuracy_vs_gold": 0.7,
-                           "learner_voting": 1.0}]}
+    win = [{"items": "1-250", "end": 250, "judge_call_rate": 1.0, "warmup": 0.8, "audit": 0.1,
+            "escalated": 0.1, "decided_by_workers": 0},
+           {"items": "251-500", "end": 500, "judge_call_rate": 0.3, "warmup": 0.0,
+            "audit": 0.05, "escalated": 0.25, "decided_by_workers": 175}]
+    stream = {"task": "sentiment", "items": 500, "data": "tweeteval:test:500",
+              "workers": ["vader", "learner:minilm"],
+              "settings": {"target": 0.85, "delta": 0.1, "scope": "dataset", "audit_rate": 0.05,
+                           "warmup": 200, "recertify_every": 500, "seed": 0},
+              "runs": [{"seed": 0, "windows": win, "statement": "whole-data-set agreement ..."}],
+              "judge_call_rate": {"first": 0.65, "mean": 0.66, "max": 0.7},
+              "realised_agreement": {"mean": 0.9, "min": 0.87}, "violation_share": 0.0}
     path = tmp_path / "stream.json"
     path.write_text(json.dumps(stream))
-    attach_learner_stream(a, [path, path])
-    assert len(a["learner_streams"]) == 2
+    attach_streams(a, [path, path])
+    assert len(a["streams"]) == 2
     a["measured"] = {"skipped": "not in this test", "runs": []}
     files = write_report(a, tmp_path / "out")
     md = files["md"].read_text()
-    assert "Certified cascades" in md and "Learning worker" in md
+    assert "Certified cascades" in md and "Adaptive run" in md
     assert "whole-data agreement >= 0.85" in md
-    assert md.count("| 251-500 | 250 | 100.0 % | 60.0 % | 100 |") == 2
+    assert md.count("| 251-500 | 30.0 % | 0.0 % | 5.0 % | 25.0 % | 175 |") == 2
     assert files["png_certified"].read_bytes()[:4] == b"\x89PNG"
-    assert files["png_learner"].read_bytes()[:4] == b"\x89PNG"
+    assert files["png_stream"].read_bytes()[:4] == b"\x89PNG"
     assert files["html"].read_text().count("data:image/png;base64,") == 5
 
 
-def test_attach_learner_stream_errors_name_the_file(tmp_path: Path) -> None:
+def test_attach_streams_errors_name_the_file(tmp_path: Path) -> None:
     a: dict[str, object] = {}
     with pytest.raises(FileNotFoundError, match=r"nope\.json"):
-        attach_learner_stream(a, tmp_path / "nope.json")
+        attach_streams(a, tmp_path / "nope.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(ValueError, match=r"bad\.json: not valid JSON"):
-        attach_learner_stream(a, bad)
+        attach_streams(a, bad)
     other = tmp_path / "other.json"
     other.write_text('{"meta": {}}')
-    with pytest.raises(ValueError, match="not a learner stream result"):
-        attach_learner_stream(a, other)
-    attach_learner_stream(a, None)
+    with pytest.raises(ValueError, match="not an adaptive stream result"):
+        attach_streams(a, other)
+    attach_streams(a, None)
     assert a == {}

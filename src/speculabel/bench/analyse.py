@@ -194,8 +194,8 @@ def to_measure(analysis: Mapping[str, Any]) -> list[dict[str, Any]]:
     return configs
 
 
-def attach_learner_stream(analysis: dict[str, Any], paths: Sequence[Path] | Path | None) -> None:
-    """Put learner-stream results (JSON from ``make learner-stream``) into the report."""
+def attach_streams(analysis: dict[str, Any], paths: Sequence[Path] | Path | None) -> None:
+    """Put adaptive-run stream results (JSON from ``make bench-stream``) into the report."""
     if paths is None:
         return
     streams: list[dict[str, Any]] = []
@@ -203,15 +203,14 @@ def attach_learner_stream(analysis: dict[str, Any], paths: Sequence[Path] | Path
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise FileNotFoundError(f"learner stream file {path} not found (run "
-                                    "make learner-stream first)") from None
+            raise FileNotFoundError(f"stream file {path} not found (run make bench-stream "
+                                    "first)") from None
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not valid JSON ({e})") from None
-        missing = {"meta", "total", "windows"} - set(data)
+        missing = {"settings", "runs", "judge_call_rate"} - set(data)
         if missing:
             raise ValueError(
-                f"{path}: not a learner stream result (no {', '.join(sorted(missing))})")
+                f"{path}: not an adaptive stream result (no {', '.join(sorted(missing))})")
         streams.append(clean({**data, "file": str(path)}))
     if streams:
-        analysis["learner_streams"] = [*analysis.get("learner_streams", []), *streams]
-
+        analysis["streams"] = [*analysis.get("streams", []), *streams]

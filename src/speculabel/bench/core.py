@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from speculabel.backends.base import Backend, BackendError
-from speculabel.bench.analyse import analyse, attach_learner_stream, to_measure
+from speculabel.bench.analyse import analyse, attach_streams, to_measure
 from speculabel.bench.manifest import DEFAULT_THRESHOLDS, Manifest, vote_table
 from speculabel.bench.measure import environment, measure, measure_signature, previous_measured
 from speculabel.bench.metrics import clean
@@ -62,7 +62,7 @@ def run_bench(
     progress: bool = True,
     plots: bool = True,
     interleave: bool = True,
-    learner_stream: Sequence[Path] | Path | None = None,
+    stream: Sequence[Path] | Path | None = None,
     remeasure: bool = False,
     say: Say = _quiet,
 ) -> BenchResult:
@@ -129,7 +129,7 @@ def run_bench(
         }), encoding="utf-8")
     analysis = _analyse(table, manifest, learned, delta, splits, seed)
     analysis["bench"] = _bench_info(manifest, runs)
-    attach_learner_stream(analysis, learner_stream)
+    attach_streams(analysis, stream)
     if measure_items > 0:
         _measure(analysis, task, items, manifest, table, learned, out_dir, measure_items,
                  loader, backends, batch_size, remeasure, say)
@@ -222,7 +222,7 @@ def _bench_info(manifest: Manifest, runs: Sequence[ModelRun] | None) -> dict[str
 def report_from_store(out_dir: Path, *, store_path: Path | None = None,
                       judge: str | None = None, plots: bool = True,
                       thresholds: Sequence[float] | None = None,
-                      learner_stream: Sequence[Path] | Path | None = None) -> BenchResult:
+                      stream: Sequence[Path] | Path | None = None) -> BenchResult:
     """Redo the analysis and the report from ``bench.json`` and the vote store; no model runs.
 
     Measured runs of an earlier report (``report.json``) are kept only when their signature (the
@@ -253,7 +253,7 @@ def report_from_store(out_dir: Path, *, store_path: Path | None = None,
     analysis = _analyse(table, manifest, learned, 0.1, 100, 0, judge=judge,
                         thresholds=thresholds)
     analysis["bench"] = _bench_info(manifest, None)
-    attach_learner_stream(analysis, learner_stream)
+    attach_streams(analysis, stream)
     analysis["measured"] = {"skipped": "report redone from the store; no measured runs", "runs": []}
     old = out_dir / "report.json"
     if old.is_file():

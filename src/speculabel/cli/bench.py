@@ -146,12 +146,13 @@ def register(app: typer.Typer) -> None:
                               "other work on the machine slows them alike (default); or run "
                               "one model after the other with one model in memory."),
         ] = True,
-        learner_stream: Annotated[
+        stream: Annotated[
             list[Path] | None,
-            typer.Option(metavar="FILE.json",
-                         help="A learner-stream result (JSON from make learner-stream) to "
-                              "put into the report: the judge-call rate as the learning worker "
-                              "collects judge labels. Repeat for several."),
+            typer.Option("--stream", metavar="FILE.json",
+                         help="An adaptive-run stream result (JSON from make bench-stream) to "
+                              "put into the report: the judge-call rate per window as the "
+                              "workers learn, and whether the guarantee held. Repeat for "
+                              "several."),
         ] = None,
         no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the PNG plots.")] = False,
         skip_missing_data: Annotated[
@@ -193,7 +194,7 @@ def register(app: typer.Typer) -> None:
             try:
                 res = report_from_store(out, store_path=votes_path(votes) if votes else None,
                                         judge=judge, plots=not no_plots,
-                                        thresholds=ths, learner_stream=learner_stream)
+                                        thresholds=ths, stream=stream)
             except (FileNotFoundError, ValueError, VoteStoreError) as e:
                 raise fail(str(e)) from None
             _print(res.analysis, res.files)
@@ -255,7 +256,7 @@ def register(app: typer.Typer) -> None:
                 store_path=votes_path(votes) if votes else None,
                 dataset=ds_info, batch_size=batch_size, thresholds=ths or DEFAULT_THRESHOLDS,
                 measure_items=measure_items, progress=not quiet, plots=not no_plots,
-                interleave=interleave, learner_stream=learner_stream, remeasure=remeasure,
+                interleave=interleave, stream=stream, remeasure=remeasure,
                 fit_items=fit_items, delta=delta, splits=splits, seed=seed,
                 say=say,
             )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -127,24 +126,17 @@ def _plot_certified(a: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3)
 
 
-def _plot_learner(a: dict[str, Any], path: Path) -> None:
+def _plot_streams(a: dict[str, Any], path: Path) -> None:
     with _figure(path, (8, 4.8)) as (_fig, ax):
-        for k, ls in enumerate(a["learner_streams"]):
-            wins, meta = ls["windows"], ls["meta"]
-            x = [w["end"] for w in wins]
-            ref = meta["reference"]
-            line = ax.plot(x, [w["judge_call_rate"] for w in wins], marker="o",
-                           label=f"judge-call rate (reference {ref})")[0]
-            ax.plot(x, [math.nan if w["agreement_with_judge"] is None
-                        else w["agreement_with_judge"] for w in wins], marker="s", ls="--",
-                    color=line.get_color(), alpha=0.7, label=f"agreement, decided ({ref})")
-            if k == 0:
-                ax.axhline(meta["target"], color="gray", ls=":", label=f"target {meta['target']}")
-        ax.set_xlabel("items streamed (labels accumulate)")
+        for st in a["streams"]:
+            wins = st["runs"][0]["windows"]
+            ax.plot([w["end"] for w in wins], [w["judge_call_rate"] for w in wins], marker="o",
+                    label=f"{st['task']} ({' + '.join(st.get('workers', []))})")
+        ax.set_xlabel("items of the stream (the judge's labels accumulate)")
+        ax.set_ylabel("judge-call rate per window")
         ax.set_ylim(0, 1.02)
-        ax.set_title("The learning worker (" + " + ".join(a["learner_streams"][0]["meta"]["workers"])
-                     + ")")
-        ax.legend(loc="lower left", fontsize=7)
+        ax.set_title("Adaptive runs: warm-up, audit and escalations per window")
+        ax.legend(loc="upper right", fontsize=7)
         ax.grid(alpha=0.3)
 
 
@@ -156,9 +148,9 @@ def write_plots(a: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     if a.get("certified"):
         out["certified"] = out_dir / "judge_rate_vs_target.png"
         _plot_certified(a, out["certified"])
-    if a.get("learner_streams"):
-        out["learner"] = out_dir / "learner_stream.png"
-        _plot_learner(a, out["learner"])
+    if a.get("streams"):
+        out["stream"] = out_dir / "adaptive_stream.png"
+        _plot_streams(a, out["stream"])
     return out
 
 

@@ -70,13 +70,13 @@ def _headline(a: dict[str, Any]) -> list[str]:
             + (f", accuracy {pct(c.get('e2e_accuracy'))} (judge {pct(c.get('judge_accuracy'))})"
                if c.get("e2e_accuracy") is not None else "")
         )
-    for ls in a.get("learner_streams") or []:
-        w = ls["windows"]
+    for st in a.get("streams") or []:
         lines.append(
-            f"- learning worker over {ls['meta']['n']} items, reference "
-            f"{ls['meta']['reference']}: judge-call rate {pct(w[0]['judge_call_rate'])} in the "
-            f"first {w[0]['items']}, {pct(w[-1]['judge_call_rate'])} in the last "
-            f"({w[-1]['items']})"
+            f"- adaptive run over {st['items']} items ({' + '.join(st.get('workers', []))}): "
+            f"judge calls {pct(st['judge_call_rate']['first'])} (mean over "
+            f"{len(st['runs'])} streams {pct(st['judge_call_rate']['mean'])}), realised "
+            f"whole-data agreement {pct(st['realised_agreement']['mean'])}, streams missing the "
+            f"target {pct(st['violation_share'])}"
         )
     return lines
 
