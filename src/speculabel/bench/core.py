@@ -140,14 +140,6 @@ def run_bench(
     return BenchResult(out_dir, manifest, runs, analysis, files)
 
 
-def _tables(table: VoteTable, learned: Mapping[str, Mapping[str, list[Vote]]]
-            ) -> dict[str, VoteTable]:
-    """Per reference: the stored models' votes and the workers fitted on that reference."""
-    refs = learned or {"judge": {}}
-    return {ref: VoteTable({**table.votes, **learned.get(ref, {})}, dict(table.cpu_s))
-            for ref in refs}
-
-
 def _analyse(table: VoteTable, manifest: Manifest, learned: Mapping[str, Mapping[str, list[Vote]]],
              delta: float, splits: int, seed: int, judge: str | None = None,
              thresholds: Sequence[float] | None = None) -> dict[str, Any]:
@@ -156,11 +148,12 @@ def _analyse(table: VoteTable, manifest: Manifest, learned: Mapping[str, Mapping
     j = judge or manifest.judge
     analysis = analyse(table, j, gold=manifest.gold, labels=manifest.labels,
                        thresholds=thresholds or manifest.thresholds)
-    tables = _tables(table, learned)
-    if manifest.gold is not None and "gold" not in tables:
-        tables["gold"] = tables["judge"]
-    stored_workers = [m for m in table.models if m != j]
-    workers = {ref: stored_workers + list(learned.get(ref, {})) for ref in tables}
+    # every fitted variant (on the judge's labels, and on gold: '+gold') may serve any target:
+    # what matters for the certificate is that the fit share is used for nothing else
+    merged = {m: vs for by in learned.values() for m, vs in by.items()}
+    full = VoteTable({**table.votes, **merged}, dict(table.cpu_s))
+    tables = {"judge": full, "gold": full}
+    workers = {ref: [m for m in full.models if m != j] for ref in tables}
     split = manifest.split or {"fit": [], "certify": list(range(0, table.n, 2)),
                                "held": list(range(1, table.n, 2))}
     analysis["certified"] = certified(
