@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from importlib import resources
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -36,6 +36,52 @@ def _short(text: str, n: int = 48) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+CERTIFIED = "demo.toml"
+
+
+def certified_setup(task_name: str, say: Any) -> tuple[dict[str, Any], str] | None:
+    """The fastest configuration the bench certified for this task (``data/demo.toml``), with
+    its learning workers fitted again, exactly as the bench fitted them: on the gold labels of
+    the same fit share of the same data set (needs ``../shared/data``; kept under
+    ``$SPECULABEL_HOME/demo``).  None when there is none or the data is absent."""
+    import tomllib
+
+    from speculabel.bench.certified import three_way_split
+    from speculabel.certify.workflow import fit_learner, learning
+    from speculabel.io.datasets import DataMissing, from_spec
+    from speculabel.io.paths import home_dir
+    from speculabel.tasks import load_task
+
+    raw = (resources.files("speculabel") / "data" / CERTIFIED).read_text(encoding="utf-8")
+    entry = tomllib.loads(raw).get(task_name)
+    if entry is None:
+        return None
+    models: dict[str, dict[str, Any]] = {}
+    learners = [w for w in entry["workers"] if learning(w)]
+    if learners:
+        fit = entry["fit"]
+        task = load_task(task_name)
+        for spec in learners:
+            folder = home_dir() / "demo" / task_name / spec.replace(":", "-")
+            if not (folder / "meta.json").exists():
+                try:
+                    data = from_spec(fit["data"])
+                except DataMissing as e:
+                    say(f"[yellow]the certified configuration refits {spec} from the shared "
+                        f"data, which is absent ({e}); showing the default workers[/]")
+                    return None
+                idx = three_way_split(len(data), fit["fit_items"], fit["seed"])["fit"]
+                say(f"[dim]fitting {spec} on {len(idx)} gold labels of {fit['data']} (once)[/]")
+                worker = fit_learner(spec, task, [data.items[i] for i in idx],
+                                     [data.gold[i] for i in idx], folder)
+                worker.close()
+            models[spec] = {"directory": str(folder), "frozen": True}
+    cfg = {"task": task_name, "workers": entry["workers"], "judge": entry["judge"],
+           "policy": "confident-majority", "threshold": entry["threshold"], "models": models,
+           "batch_size": 1}
+    return cfg, entry["certificate"]
+
+
 def run_demo(
     tasks: list[str],
     workers: list[str] | None,
@@ -58,8 +104,18 @@ def run_demo(
     if unknown_tasks:
         console.print(f"[red]error:[/] no demo sample for {unknown_tasks}; choose {list(SAMPLES)}")
         return 2
-    all_workers = {t: workers or default_workers(t) for t in tasks}
-    wanted = {m for ws in all_workers.values() for m in ws} | {judge}
+    settings: dict[str, dict[str, Any]] = {}
+    notes: dict[str, str] = {}
+    for t in tasks:
+        found = None if workers or policy != "certified" else certified_setup(t, console.print)
+        if found is not None:
+            settings[t], notes[t] = found
+        else:
+            rule = "majority" if policy == "certified" else policy
+            settings[t] = {"task": t, "workers": workers or default_workers(t), "judge": judge,
+                           "policy": rule, "threshold": threshold, "batch_size": 1}
+    all_workers = {t: list(settings[t]["workers"]) for t in tasks}
+    wanted = {m for ws in all_workers.values() for m in ws} | {s["judge"] for s in settings.values()}
     needed = sorted(m for m in wanted if m in CATALOGUE and not is_installed(m))
     if needed:
         if not pull:
@@ -73,14 +129,15 @@ def run_demo(
         task = load_task(task_name)
         items, gold = load_sample(task_name)
         try:
-            cfg = make_config({"task": task_name, "workers": all_workers[task_name],
-                               "judge": judge, "policy": policy, "threshold": threshold,
-                               "batch_size": 1})
+            cfg = make_config(settings[task_name])
         except ConfigError as e:
             console.print(f"[red]error:[/] {e}")
             return 2
         names = ", ".join(all_workers[task_name])
-        console.rule(f"[bold]{task_name}: {len(items)} items, workers {names}, judge {judge}")
+        console.rule(f"[bold]{task_name}: {len(items)} items, workers {names}, judge {cfg.judge}, "
+                     f"{cfg.policy}" + (f"@{cfg.threshold:g}" if cfg.threshold is not None else ""))
+        if task_name in notes:
+            console.print(f"certified by the bench: {notes[task_name]}")
         cascade = build_cascade(cfg, task=task, progress=lambda m: console.print(f"[dim]{m}[/]"))
         try:
             t0 = time.perf_counter()
@@ -143,7 +200,12 @@ def demo(
         str | None, typer.Option(help="Worker specs [default: the task's default workers].")
     ] = None,
     judge: Annotated[str, typer.Option(help="Judge spec.")] = DEFAULT_JUDGE,
-    policy: Annotated[str, typer.Option(help="Acceptance rule.")] = "majority",
+    policy: Annotated[
+        str,
+        typer.Option(help="Acceptance rule, or 'certified': the fastest configuration the bench "
+                          "certified for the task (its learning workers refitted from the shared "
+                          "data) [default: certified, else majority with the default workers]."),
+    ] = "certified",
     threshold: Annotated[float | None, typer.Option(help="Threshold for confident-majority.")] = None,
     no_pull: Annotated[bool, typer.Option("--no-pull", help="Do not install missing models.")] = False,
 ) -> None:
