@@ -152,4 +152,6 @@ def test_calibrate_defaults_to_the_classify_workers(
     p.write_text("text,gold\ngood,positive\nbad,negative\n")
     code, out = _run("calibrate", str(p), "--task", "sentiment", "--gold-column", "gold", "-q")
     assert code == 2 and "stop here" in out
-    assert seen == [default_workers("sentiment")] == [["vader", "gemma3-270m"]]
+    # the workers, then the judge (the reference by default)
+    assert seen == [[*default_workers("sentiment"), "qwen2.5-1.5b"]]
+    assert default_workers("sentiment") == ["vader", "gemma3-270m"]
