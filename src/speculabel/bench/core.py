@@ -54,6 +54,7 @@ def run_bench(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     measure_items: int = 100,
     fit_items: int | None = None,
+    fit_from: str | None = None,
     delta: float = 0.1,
     splits: int = 100,
     seed: int = 0,
@@ -70,9 +71,12 @@ def run_bench(
 
     Workers that learn (``learner:minilm``, ``similarity:minilm``) are fitted on the fit share
     (``fit_items``, default a fifth of the items up to 300) and enter the certified section
-    only (:mod:`speculabel.bench.certified`).  ``measure_items`` = 0 skips the measured runs,
-    which run on held-out items; those of an earlier bench in ``out_dir`` with the same models,
-    items and configurations are reused (a rerun makes no model call), unless ``remeasure``.
+    only (:mod:`speculabel.bench.certified`).  ``fit_from`` (a data set spec) takes the fit share
+    from other items of that data set instead (never a bench item; their judge labels are
+    computed once and stored), so all the bench items are certified on or measured on.
+    ``measure_items`` = 0 skips the measured runs, which run on held-out items; those of an
+    earlier bench in ``out_dir`` with the same models, items and configurations are reused (a
+    rerun makes no model call), unless ``remeasure``.
     """
     from speculabel.bench.certified import three_way_split
     from speculabel.certify.workflow import learning
@@ -93,6 +97,7 @@ def run_bench(
     store_path = store_path or default_votes_path()
     out_dir.mkdir(parents=True, exist_ok=True)
     n_fit = min(300, len(items) // 5) if fit_items is None else fit_items
+    outside = fit_from is not None
     with VoteStore(store_path) as store:
         runs = run_models(task, items, stored, store, batch_size=batch_size, backends=backends,
                           loader=loader, progress=progress, interleave=interleave, say=say)
@@ -109,7 +114,8 @@ def run_bench(
             store=str(store_path),
             thresholds=list(thresholds),
             learners=learners,
-            split=three_way_split(len(items), n_fit, seed),
+            split=three_way_split(len(items), 0 if outside else n_fit, seed),
+            fit_from=fit_from,
         )
         manifest.save(out_dir)
         table, _ = vote_table(store, manifest)
@@ -117,11 +123,17 @@ def run_bench(
     if learners:
         from speculabel.bench.learned import fit_and_score
 
-        refs: dict[str, Sequence[str | None]] = {"judge": table.labels(judge)}
-        if gold is not None:
-            refs["gold"] = list(gold)
-        learned, costs = fit_and_score(task, items, manifest.split["fit"], refs, learners,
-                                       out_dir, say=say)
+        if fit_from is not None:
+            with VoteStore(store_path) as store:
+                fit_set, refs = _outside_fit(task, fit_from, n_fit, manifest, judge, store,
+                                             gold is not None, say)
+        else:
+            fit_set = [items[i] for i in manifest.split["fit"]]
+            refs = {"judge": [table.labels(judge)[i] for i in manifest.split["fit"]]}
+            if gold is not None:
+                refs["gold"] = [gold[i] for i in manifest.split["fit"]]
+        learned, costs = fit_and_score(task, items, fit_set, refs, learners, out_dir,
+                                       fit=manifest.split["fit"], say=say)
         (out_dir / LEARNED).write_text(json.dumps({
             "costs": costs,
             "votes": {ref: {m: [v.to_json() for v in vs] for m, vs in by.items()}
@@ -138,6 +150,30 @@ def run_bench(
                                 "runs": []}
     files = write_report(analysis, out_dir, plots=plots)
     return BenchResult(out_dir, manifest, runs, analysis, files)
+
+
+def _outside_fit(task: Task, spec: str, n: int, manifest: Manifest, judge: str,
+                 store: VoteStore, with_gold: bool, say: Say
+                 ) -> tuple[list[Item], dict[str, Sequence[str | None]]]:
+    """The first ``n`` items of data set ``spec`` that are not bench items, with their judge
+    labels (computed where the store lacks them) and gold labels."""
+    from speculabel.certify.votes import collect_votes
+    from speculabel.io.datasets import from_spec
+
+    data = from_spec(spec)
+    bench = set(manifest.item_keys)
+    pool = [(it, g) for it, g in zip(data.items, data.gold, strict=True)
+            if item_key(task, it) not in bench][:n]
+    if len(pool) < n:
+        raise ValueError(f"{spec} has only {len(pool)} items besides the bench items; "
+                         f"--fit-items {n} needs more")
+    fit = [it for it, _ in pool]
+    say(f"fit share: {len(fit)} items of {spec} outside the bench; judge labels from the store")
+    labels = collect_votes(task, fit, [judge], store)[judge]
+    refs: dict[str, Sequence[str | None]] = {"judge": [v.label for v in labels]}
+    if with_gold:
+        refs["gold"] = [g for _, g in pool]
+    return fit, refs
 
 
 def _analyse(table: VoteTable, manifest: Manifest, learned: Mapping[str, Mapping[str, list[Vote]]],

@@ -59,15 +59,18 @@ def cold_cost(spec: str, task: Task, items: Sequence[Item]) -> float:
 def fit_and_score(
     task: Task,
     items: Sequence[Item],
-    fit: Sequence[int],
+    fit_items: Sequence[Item],
     references: Mapping[str, Sequence[str | None]],
     specs: Sequence[str],
     out_dir: Path,
     *,
+    fit: Sequence[int] = (),
     say: Callable[[str], None] = lambda m: None,
 ) -> tuple[dict[str, dict[str, list[Vote]]], dict[str, float]]:
-    """Votes per reference and alias on every item (the fit items abstain: they are used for
-    nothing else), and each alias's measured cost per item."""
+    """Fit on ``fit_items`` (their labels per reference in ``references``), then vote on every
+    bench item; the bench items in ``fit`` (when the fit share is taken from them) abstain: they
+    are used for nothing else.  Returns the votes per reference and alias, and each alias's
+    measured cost per item."""
     from speculabel.certify.workflow import fit_learner
 
     votes: dict[str, dict[str, list[Vote]]] = {ref: {} for ref in references}
@@ -78,8 +81,7 @@ def fit_and_score(
         say(f"{spec}: {1000 * embed:.1f} ms per item to embed, cold")
         for ref, labels in references.items():
             where = folder(out_dir, spec, ref)
-            worker = fit_learner(spec, task, [items[i] for i in fit], [labels[i] for i in fit],
-                                 where)
+            worker = fit_learner(spec, task, fit_items, labels, where)
             t0 = time.perf_counter()
             got = worker.score(task, list(items))
             per_item = embed + (time.perf_counter() - t0) / max(1, len(items))
@@ -89,7 +91,7 @@ def fit_and_score(
                 Vote.abstain(spec, "in the fit share") if i in fit_set
                 else replace(v, latency_s=per_item) for i, v in enumerate(got)
             ]
-            say(f"{alias(spec, ref)}: fitted on {len(fit)} {ref} labels")
+            say(f"{alias(spec, ref)}: fitted on {len(fit_items)} {ref} labels")
     return votes, costs
 
 

@@ -37,6 +37,8 @@ class Manifest:
     learners: list[str] = field(default_factory=list)
     #: the fit / certify / held-out split of the certified section (item indices)
     split: dict[str, list[int]] = field(default_factory=dict)
+    #: the data set the fit share came from, when not from the bench items
+    fit_from: str | None = None
 
     def save(self, out_dir: Path) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)

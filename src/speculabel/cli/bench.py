@@ -122,6 +122,12 @@ def register(app: typer.Typer) -> None:
                                      "similarity:minilm) [default: a fifth of the items, at most "
                                      "300]; the rest is halved into certify and held-out shares."),
         ] = None,
+        fit_from: Annotated[
+            str | None,
+            typer.Option(help="Take the fit share (--fit-items of them) from this data set spec "
+                              "(e.g. tweeteval:test:6000) instead of the bench items; bench items "
+                              "are never used, their judge labels are computed once."),
+        ] = None,
         delta: Annotated[
             float, typer.Option(help="Allowed probability that a certified target fails.")
         ] = 0.1,
@@ -257,7 +263,7 @@ def register(app: typer.Typer) -> None:
                 dataset=ds_info, batch_size=batch_size, thresholds=ths or DEFAULT_THRESHOLDS,
                 measure_items=measure_items, progress=not quiet, plots=not no_plots,
                 interleave=interleave, stream=stream, remeasure=remeasure,
-                fit_items=fit_items, delta=delta, splits=splits, seed=seed,
+                fit_items=fit_items, fit_from=fit_from, delta=delta, splits=splits, seed=seed,
                 say=say,
             )
         except (BackendError, ModelError, ValueError, FileNotFoundError, VoteStoreError) as e:
