@@ -35,9 +35,17 @@ EXIT_INCOMPLETE = 3
 
 
 def classify(
-    input: Annotated[Path, typer.Argument(help="Input table: .csv, .tsv, .jsonl or .parquet.")],
+    input: Annotated[
+        str,
+        typer.Argument(show_default=False,
+                       help="Input table: .csv, .tsv, .jsonl or .parquet (--engine ray: also a "
+                            "directory of them, or a URI Ray reads, e.g. s3://bucket/data/)."),
+    ],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Results file (JSON Lines). Rerun to resume.")
+        str,
+        typer.Option("--output", "-o", show_default=False,
+                     help="Results file (JSON Lines); with --engine ray a results directory of "
+                          "record shards. Rerun to resume."),
     ],
     config: Annotated[
         Path | None, typer.Option(help="cascade.toml with the settings below (flags override it).")
@@ -102,6 +110,42 @@ def classify(
                           "by default; every record names the run that made it)."),
     ] = False,
     quiet: QuietOpt = False,
+    engine: Annotated[
+        str,
+        typer.Option(help="local: this process; ray: a Ray Data pipeline (a local Ray instance, "
+                          "or the cluster at --address), one actor pool per model, OUTPUT a "
+                          "directory of shards. Needs pip install 'speculabel[ray]'."),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(help="--engine ray: the cluster (auto, ray://HOST:10001, HOST:6379) "
+                          "[default: [ray] address, else a local instance]."),
+    ] = None,
+    pool_size: Annotated[
+        int | None, typer.Option(min=1, help="--engine ray: actors per in-process worker model "
+                                             "[default: 1].")
+    ] = None,
+    judge_pool_size: Annotated[
+        int | None, typer.Option(min=1, help="--engine ray: actors for an in-process judge "
+                                             "[default: 1].")
+    ] = None,
+    cpus_per_actor: Annotated[
+        float | None,
+        typer.Option(min=0.01, help="--engine ray: CPUs per worker actor (llama.cpp threads) "
+                                    "[default: the cluster's CPUs shared out, at most 1].")
+    ] = None,
+    judge_cpus_per_actor: Annotated[
+        float | None,
+        typer.Option(min=0.01, help="--engine ray: CPUs per judge actor [default: as "
+                                    "--cpus-per-actor].")
+    ] = None,
+    shard_rows: Annotated[
+        int | None, typer.Option(min=1, help="--engine ray: records per shard at most "
+                                             "[default: 256].")
+    ] = None,
+    shard_format: Annotated[
+        str | None, typer.Option(help="--engine ray: jsonl or parquet shards [default: jsonl].")
+    ] = None,
 ) -> None:
     """Label a table with the cascade; one JSON record per row in OUTPUT.
 
@@ -110,6 +154,9 @@ def classify(
     OUTPUT remembers the settings and input that made it and refuses others. Exit status: 0 done,
     2 bad input or settings (nothing is loaded or written), 3 some items left undecided (judge
     unavailable: run the same command again), 130 interrupted (rerun to resume).
+
+    --engine ray runs the same cascade (the same cascade.toml, the same records) as a Ray Data
+    pipeline into a results directory; it needs --id-column (see docs/scale.md).
     """
     from speculabel.backends.base import BackendError
     from speculabel.cascade.build import check_setup
@@ -117,6 +164,7 @@ def classify(
     from speculabel.io.results import ResultsError, ResultsFile, RunInfo
     from speculabel.io.tables import InputError, RowError, read_items
     from speculabel.records import Item
+    from speculabel.scale.settings import EngineError, check_engine, make_ray_settings, pop_ray_table
     from speculabel.tasks import TaskError, load_task
 
     if judge_only and workers is not None:
@@ -127,27 +175,48 @@ def classify(
         "policy": policy, "threshold": threshold, "early_exit": early_exit,
         "parallel_workers": parallel_workers, "batch_size": batch_size,
     }
+    ray_flags: dict[str, Any] = {
+        "address": address, "pool_size": pool_size, "judge_pool_size": judge_pool_size,
+        "cpus_per_actor": cpus_per_actor, "judge_cpus_per_actor": judge_cpus_per_actor,
+        "shard_rows": shard_rows, "shard_format": shard_format,
+    }
     try:
+        # the command gets --adaptive later; pass it here then (adaptive runs are single-process)
+        check_engine(engine, adaptive=False)
         data = read_config_data(config) if config else {}
+        ray_table = pop_ray_table(data, str(config))  # the engine's own table, never a label's
         data.update({k: v for k, v in overrides.items() if v is not None})
         cfg = make_config(data, f"{config} (with the flags)" if config else "settings")
         the_task = load_task(cfg.task)
         columns = column_map(the_task, text_column, text_a_column, text_b_column)
         check_setup(cfg, the_task)
-    except (ConfigError, TaskError, BackendError) as e:
+        ray_settings = make_ray_settings(ray_table, ray_flags,
+                                         f"{config} (with the flags)" if config else "flags")
+    except (ConfigError, TaskError, BackendError, EngineError) as e:
         raise fail(str(e)) from None
-    if input.exists() and output.exists() and input.resolve() == output.resolve():
-        raise fail(f"the output {output} is the input file; give another -o")
+    if engine == "ray":
+        from speculabel.scale.cli import classify_ray
+
+        classify_ray(input=input, output=output, cfg=cfg, task=the_task, columns=columns,
+                     id_column=id_column, settings=ray_settings, votes=votes, no_votes=no_votes,
+                     limit=limit, allow_changed_run=allow_changed_run, quiet=quiet)
+        return
+    given = [f"--{k.replace('_', '-')}" for k, v in ray_flags.items() if v is not None]
+    if given:
+        raise fail(f"{', '.join(given)}: only with --engine ray")
+    in_path, out_path = Path(input), Path(output)
+    if in_path.exists() and out_path.exists() and in_path.resolve() == out_path.resolve():
+        raise fail(f"the output {out_path} is the input file; give another -o")
 
     try:
-        rows = list(read_items(input, the_task, columns=columns, id_column=id_column))
+        rows = list(read_items(in_path, the_task, columns=columns, id_column=id_column))
         if limit is not None:
             rows = rows[:limit]
         run = RunInfo(
             settings={**cfg.decision_settings(), "task_prompt": the_task.fingerprint()},
-            input={"path": str(input.resolve()), "columns": columns, "id_column": id_column},
+            input={"path": str(in_path.resolve()), "columns": columns, "id_column": id_column},
         )
-        results = ResultsFile(output, run, allow_changed_run=allow_changed_run)
+        results = ResultsFile(out_path, run, allow_changed_run=allow_changed_run)
     except (InputError, ResultsError) as e:
         raise fail(str(e)) from None
     if results.dropped_retryable:
@@ -156,7 +225,7 @@ def classify(
     todo = [r for r in rows if not results.is_done(r)]
     skipped = len(rows) - len(todo)
     if skipped:
-        echo_note(f"resuming: {skipped} of {len(rows)} rows already in {output}", quiet)
+        echo_note(f"resuming: {skipped} of {len(rows)} rows already in {out_path}", quiet)
 
     with results:
         for r in todo:
@@ -165,10 +234,10 @@ def classify(
         items = [r for r in todo if isinstance(r, Item)]
         n_errors = len(todo) - len(items)
         if not items:
-            typer.echo(f"nothing to do: all {len(rows)} rows are in {output}")
+            typer.echo(f"nothing to do: all {len(rows)} rows are in {out_path}")
             return
         store = _open_votes(votes, no_votes)
-        for spec, where in learner_dirs(cfg.workers, cfg.models, output).items():
+        for spec, where in learner_dirs(cfg.workers, cfg.models, out_path).items():
             cfg.models.setdefault(spec, {})["directory"] = str(where)
             echo_note(f"{spec} keeps its labels and model in {where}", quiet)
         cascade = _build(cfg, the_task, store, quiet)
@@ -176,7 +245,7 @@ def classify(
             _run_with_progress(cascade, items, results.write, quiet)
         except KeyboardInterrupt:
             typer.echo(f"interrupted: {cascade.stats.items} items decided in this run are saved "
-                       f"in {output}; rerun the same command to resume", err=True)
+                       f"in {out_path}; rerun the same command to resume", err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
         finally:
             cascade.close()
@@ -184,7 +253,7 @@ def classify(
                 store.close()
     summary = cascade.stats.summary()
     summary["failures"] = int(summary["failures"]) + n_errors
-    print_summary(summary, output)
+    print_summary(summary, out_path)
     if cascade.stats.pending:
         typer.secho(
             f"{cascade.stats.pending} items are not decided (judge unavailable); "
