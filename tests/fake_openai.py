@@ -32,6 +32,8 @@ class Fake:
         self.status: list[int] = []  # statuses to answer before succeeding
         self.retry_after: str | None = None
         self.error_body: str | None = None  # the message of error answers (default: the status)
+        #: answer by the item: the prompt's last user message -> top log-probabilities
+        self.top_for: Any = None
         self.in_flight = 0
         self.max_in_flight = 0
         self.requests: list[dict[str, Any]] = []
@@ -96,14 +98,17 @@ def _handler(fake: Fake) -> type[BaseHTTPRequestHandler]:
             if "response_format" in body:
                 text = json.dumps({"label": fake.choice_text})
             lp: Any = None
-            if body.get("logprobs") and fake.top is not None:
+            top = fake.top
+            if fake.top_for is not None and body.get("messages"):
+                top = fake.top_for(str(body["messages"][-1].get("content", "")))
+            if body.get("logprobs") and top is not None:
                 if chat:
                     lp = {
                         "content": [
                             {
                                 "token": text,
                                 "logprob": -0.3,
-                                "top_logprobs": [{"token": t, "logprob": v} for t, v in fake.top.items()],
+                                "top_logprobs": [{"token": t, "logprob": v} for t, v in top.items()],
                             }
                         ]
                     }
@@ -112,7 +117,7 @@ def _handler(fake: Fake) -> type[BaseHTTPRequestHandler]:
                         "tokens": [text],
                         "token_logprobs": [-0.3],
                         "text_offset": [0],
-                        "top_logprobs": [{(" " + t if t[0].islower() else t): v for t, v in fake.top.items()}],
+                        "top_logprobs": [{(" " + t if t[0].islower() else t): v for t, v in top.items()}],
                     }
             choice: dict[str, Any] = {"index": 0, "logprobs": lp, "finish_reason": "length"}
             if chat:

@@ -21,6 +21,8 @@ from speculabel.records import Item
 from speculabel.tasks import SENTIMENT, Task
 from test_learner import WORDS, HashEmbedder
 
+pytest_plugins = ["fake_openai"]
+
 LABELS = SENTIMENT.label_names
 
 
@@ -133,3 +135,77 @@ def test_a_killed_run_resumes_with_its_state_and_pays_no_label_twice(tmp_path: P
     with pytest.raises(ValueError, match="other settings"):
         AdaptiveState.open(tmp_path / "out.jsonl.adaptive",
                            AdaptiveSettings(target=0.95, warmup=120), len(items))
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _judge_rule(prompt: str) -> dict[str, float]:
+    """The fake endpoint as a judge that reads the words (positive / negative / neutral)."""
+    words = prompt.lower().split()
+    pos = sum(w in WORDS["positive"] for w in words)
+    neg = sum(w in WORDS["negative"] for w in words)
+    lab = "positive" if pos > neg else "negative" if neg > pos else "neutral"
+    return {x: (-0.1 if x == lab else -3.0) for x in LABELS}
+
+
+@pytest.mark.slow
+def test_classify_adaptive_runs_resumes_after_kill_and_certifies(
+    tmp_path: Path, fake: object
+) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("sentence_transformers", reason="needs pip install 'speculabel[embed]'")
+    f, url = fake  # type: ignore[misc]
+    f.top_for = _judge_rule
+    items, _ = _stream(1500, seed=7)
+    inp = tmp_path / "tweets.csv"
+    import csv
+
+    with inp.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "text"])
+        for it in items:
+            w.writerow([it.id, it.fields["text"]])
+    out = tmp_path / "out.jsonl"
+    args = [sys.executable, "-m", "speculabel", "classify", str(inp), "-o", str(out),
+            "--text-column", "text", "--id-column", "id", "--workers", "vader,learner:minilm",
+            "--judge", f"openai:m1@{url}", "--adaptive", "--target", "0.9", "--warmup", "150",
+            "--audit-rate", "0.1", "--recertify-every", "300", "-q"]
+    env = {**os.environ, "SPECULABEL_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if out.exists() and len(out.read_text().splitlines()) > 500:
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"ended early: {proc.stderr.read().decode() if proc.stderr else ''}")
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = [r for r in map(json.loads, out.read_text().splitlines()) if "speculabel" not in r]
+    requests_before = len(f.requests)
+    res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "certified: whole-data-set agreement with the judge >= 0.9" in res.stderr
+    recs = [r for r in map(json.loads, out.read_text().splitlines()) if "speculabel" not in r]
+    assert sorted(r["id"] for r in recs) == sorted(it.id for it in items)  # each exactly once
+    assert recs[: len(first)] == first
+    report = json.loads((tmp_path / "out.jsonl.adaptive.json").read_text())
+    assert report["judge_call_rate"] < 0.7 and report["looks"]
+    assert report["windows"][0]["warmup"] == pytest.approx(150 / 250)  # the warm-up
+    judge_truth = {it.id: max(_judge_rule(it.fields["text"]).items(), key=lambda kv: kv[1])[0]
+                   for it in items}
+    agree = sum(r["label"] == judge_truth[r["id"]] for r in recs) / len(recs)
+    assert agree >= 0.9
+    # the rerun asked the judge about no item the first run had decided (the vote store)
+    asked = {m["messages"][-1]["content"] for m in f.requests[requests_before:]
+             if m.get("messages")}
+    done_texts = {f"Message: {it.fields['text']}" for it in items
+                  if it.id in {r["id"] for r in first}}
+    assert not asked & done_texts

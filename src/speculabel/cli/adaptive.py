@@ -5,11 +5,34 @@ certified statement (:mod:`speculabel.adaptive`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 from speculabel.cli.common import echo_note, fail, run_with_progress
+
+AdaptiveOpt = Annotated[
+    bool | None,
+    typer.Option("--adaptive", help="Start with the judge, learn from it, and let the workers "
+                                    "decide as a random audit certifies them; ends with the "
+                                    "certified statement (see --target, --audit-rate).")]
+TargetOpt = Annotated[float | None, typer.Option(
+    help="--adaptive: the agreement to certify, between 0 and 1 [default: 0.85].")]
+DeltaOpt = Annotated[float | None, typer.Option(
+    help="--adaptive: allowed probability that the guarantee fails [default: 0.1].")]
+ScopeOpt = Annotated[str | None, typer.Option(
+    help="--adaptive: dataset (agreement with the judge over all items) or workers (on the items "
+         "the workers decide) [default: dataset].")]
+AuditOpt = Annotated[float | None, typer.Option(
+    help="--adaptive: share of items that also go to the judge, whatever the workers say: the "
+         "sample that certifies the threshold [default: 0.05].")]
+WarmupOpt = Annotated[int | None, typer.Option(
+    min=2, help="--adaptive: first items of the random order that all go to the judge (half "
+                "train the workers, half start the audit) [default: 200].")]
+RecertifyOpt = Annotated[int | None, typer.Option(
+    min=1, help="--adaptive: items between two re-certifications [default: 500].")]
+SeedOpt = Annotated[int | None, typer.Option(
+    help="--adaptive: seed of the random order and of the audit [default: 0].")]
 
 
 def state_dir(output: Path) -> Path:

@@ -15,6 +15,16 @@ from typing import Annotated, Any
 import typer
 
 from speculabel.cascade.config import DEFAULT_JUDGE, DEFAULT_WORKERS, TASK_DEFAULT_WORKERS
+from speculabel.cli.adaptive import (
+    AdaptiveOpt,
+    AuditOpt,
+    DeltaOpt,
+    RecertifyOpt,
+    ScopeOpt,
+    SeedOpt,
+    TargetOpt,
+    WarmupOpt,
+)
 from speculabel.cli.common import (
     EXIT_INTERRUPTED,
     IdOpt,
@@ -110,6 +120,14 @@ def classify(
                           "by default; every record names the run that made it)."),
     ] = False,
     quiet: QuietOpt = False,
+    adaptive: AdaptiveOpt = None,
+    target: TargetOpt = None,
+    delta: DeltaOpt = None,
+    scope: ScopeOpt = None,
+    audit_rate: AuditOpt = None,
+    warmup: WarmupOpt = None,
+    recertify_every: RecertifyOpt = None,
+    seed: SeedOpt = None,
     engine: Annotated[
         str,
         typer.Option(help="local: this process; ray: a Ray Data pipeline (a local Ray instance, "
@@ -174,6 +192,9 @@ def classify(
         "task": task, "workers": csv_list(workers, "--workers"), "judge": judge,
         "policy": policy, "threshold": threshold, "early_exit": early_exit,
         "parallel_workers": parallel_workers, "batch_size": batch_size,
+        "adaptive": adaptive, "target": target, "delta": delta, "scope": scope,
+        "audit_rate": audit_rate, "warmup": warmup, "recertify_every": recertify_every,
+        "seed": seed,
     }
     ray_flags: dict[str, Any] = {
         "address": address, "pool_size": pool_size, "judge_pool_size": judge_pool_size,
@@ -181,18 +202,19 @@ def classify(
         "shard_rows": shard_rows, "shard_format": shard_format,
     }
     try:
-        # the command gets --adaptive later; pass it here then (adaptive runs are single-process)
-        check_engine(engine, adaptive=False)
         data = read_config_data(config) if config else {}
         ray_table = pop_ray_table(data, str(config))  # the engine's own table, never a label's
         data.update({k: v for k, v in overrides.items() if v is not None})
         cfg = make_config(data, f"{config} (with the flags)" if config else "settings")
+        check_engine(engine, adaptive=cfg.adaptive)  # adaptive runs are single-process
+        if cfg.adaptive:
+            cfg.adaptive_settings().check()
         the_task = load_task(cfg.task)
         columns = column_map(the_task, text_column, text_a_column, text_b_column)
         check_setup(cfg, the_task)
         ray_settings = make_ray_settings(ray_table, ray_flags,
                                          f"{config} (with the flags)" if config else "flags")
-    except (ConfigError, TaskError, BackendError, EngineError) as e:
+    except (ConfigError, TaskError, BackendError, EngineError, ValueError) as e:
         raise fail(str(e)) from None
     if engine == "ray":
         from speculabel.scale.cli import classify_ray
@@ -237,6 +259,16 @@ def classify(
             typer.echo(f"nothing to do: all {len(rows)} rows are in {out_path}")
             return
         store = _open_votes(votes, no_votes)
+        if cfg.adaptive:
+            from speculabel.cli.adaptive import run_adaptive
+
+            try:
+                stats = run_adaptive(cfg, the_task, rows, results, out_path, store, quiet)
+            finally:
+                if store is not None:
+                    store.close()
+            _finish(stats, n_errors, out_path)
+            return
         for spec, where in learner_dirs(cfg.workers, cfg.models, out_path).items():
             cfg.models.setdefault(spec, {})["directory"] = str(where)
             echo_note(f"{spec} keeps its labels and model in {where}", quiet)
@@ -251,12 +283,17 @@ def classify(
             cascade.close()
             if store is not None:
                 store.close()
-    summary = cascade.stats.summary()
+    _finish(cascade.stats, n_errors, out_path)
+
+
+def _finish(stats: Any, n_errors: int, out_path: Path) -> None:
+    """The summary table; exit status 3 when items are left pending."""
+    summary = stats.summary()
     summary["failures"] = int(summary["failures"]) + n_errors
     print_summary(summary, out_path)
-    if cascade.stats.pending:
+    if stats.pending:
         typer.secho(
-            f"{cascade.stats.pending} items are not decided (judge unavailable); "
+            f"{stats.pending} items are not decided (judge unavailable); "
             "run the same command again to finish them.",
             fg=typer.colors.YELLOW, err=True,
         )
@@ -267,13 +304,14 @@ def learner_dirs(
     workers: list[str], models: dict[str, dict[str, Any]], output: Path
 ) -> dict[str, Path]:
     """Where each learning worker without a directory of its own persists: beside the results
-    file (``OUT.learner-NAME``), so that a resumed run continues with what it had learnt."""
+    file (``OUT.learner-minilm``, ``OUT.similarity-minilm``), so that a resumed run continues
+    with what it had learnt."""
+    from speculabel.certify.workflow import learning
+
     out: dict[str, Path] = {}
     for spec in workers:
-        if spec.startswith("learner:") and "@" not in spec \
-                and "directory" not in models.get(spec, {}):
-            name = spec.split(":", 1)[1]
-            out[spec] = output.with_name(f"{output.name}.learner-{name}")
+        if learning(spec) and "@" not in spec and "directory" not in models.get(spec, {}):
+            out[spec] = output.with_name(f"{output.name}.{spec.replace(':', '-')}")
     return out
 
 
