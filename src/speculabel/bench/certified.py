@@ -85,6 +85,7 @@ def certified(
     splits: int = 100,
     seed: int = 0,
     method: str = "fixed-sequence",
+    fit_source: str | None = None,
 ) -> dict[str, Any]:
     """Every worker set x target: certified threshold, held-out results, split check.
 
@@ -140,6 +141,7 @@ def certified(
     return clean({
         "delta": delta, "method": method, "splits": splits, "targets": [list(t) for t in targets],
         "split_sizes": {k: len(v) for k, v in split.items()}, "rows": rows, "best": best,
+        "fit_source": fit_source or f"{len(split.get('fit', []))} of the bench items",
         "max_violation_by_scope": by_scope,
         "guarantee_held": all(v <= delta for v in by_scope.values()),
     })

@@ -116,6 +116,7 @@ def run_bench(
             learners=learners,
             split=three_way_split(len(items), 0 if outside else n_fit, seed),
             fit_from=fit_from,
+            fit_items=n_fit,
         )
         manifest.save(out_dir)
         table, _ = vote_table(store, manifest)
@@ -192,9 +193,12 @@ def _analyse(table: VoteTable, manifest: Manifest, learned: Mapping[str, Mapping
     workers = {ref: [m for m in full.models if m != j] for ref in tables}
     split = manifest.split or {"fit": [], "certify": list(range(0, table.n, 2)),
                                "held": list(range(1, table.n, 2))}
+    source = None
+    if manifest.fit_from:
+        source = f"{manifest.fit_items} items of {manifest.fit_from} outside the bench"
     analysis["certified"] = certified(
         tables, j, workers, split, gold=manifest.gold, labels=manifest.labels, delta=delta,
-        splits=splits, seed=seed)
+        splits=splits, seed=seed, fit_source=source)
     return analysis
 
 

@@ -39,6 +39,7 @@ class Manifest:
     split: dict[str, list[int]] = field(default_factory=dict)
     #: the data set the fit share came from, when not from the bench items
     fit_from: str | None = None
+    fit_items: int = 0
 
     def save(self, out_dir: Path) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -186,7 +186,7 @@ def _certified_tables(a: dict[str, Any], gold: bool) -> list[Table]:
         f"For each target, the fastest worker set whose threshold is certified on the certify "
         f"share ({sizes['certify']} items) with probability >= {1 - d:g}; every number after "
         f"'threshold' is measured on the held-out share ({sizes['held']} items) it never saw. "
-        f"Workers that learn were fitted on a separate fit share ({sizes['fit']} items; on the "
+        f"Workers that learn were fitted on a separate fit share ({cert.get('fit_source')}; on the "
         f"judge's labels, or on gold for the accuracy targets, '+gold'). Speedup computed from "
         f"each model's stored cost per item; measured: the real cascade against the judge alone "
         f"on the same held-out items. Violation rate: over {cert['splits']} random re-splits of "
