@@ -73,17 +73,19 @@ MEASURE ?= 100
 BENCH_ARGS ?=
 
 # TweetEval sentiment (test split): two small LLMs, the VADER lexicon and a MiniLM worker that
-# learns (fitted on a fit share of the items); qwen2.5-1.5b judges.  smollm2-135m is left out:
-# below chance on sentiment (23 %).
+# learns, fitted on 4,000 other test tweets (the judge labels them once: about an hour, stored);
+# qwen2.5-1.5b judges.  smollm2-135m is left out: below chance on sentiment (23 %).
 bench-sentiment:
 	$(SPECULABEL) bench --dataset tweeteval --split test --task sentiment \
 	  --models gemma3-270m,qwen2.5-0.5b,vader,learner:minilm,qwen2.5-1.5b --judge qwen2.5-1.5b \
+	  --fit-from tweeteval:test:6000 --fit-items 4000 \
 	  --limit $(N) --measure-items $(MEASURE) --out bench-out/sentiment --skip-missing-data $(BENCH_ARGS)
 
 # Similar ticket: Banking77 test pairs (half similar, a quarter of the negatives hard, seed 0);
-# workers: two small LLMs, the MiniLM similarity worker and the MiniLM learner (both fitted).
+# workers: two small LLMs, the MiniLM similarity worker and the MiniLM learner, both fitted on
+# 1,500 other pairs.
 bench-tickets:
 	$(SPECULABEL) bench --dataset banking77-pairs --split test --seed 0 --task similar-ticket \
 	  --models gemma3-270m,qwen2.5-0.5b,similarity:minilm,learner:minilm,qwen2.5-1.5b \
-	  --judge qwen2.5-1.5b \
+	  --judge qwen2.5-1.5b --fit-from banking77-pairs:3000 --fit-items 1500 \
 	  --limit $(N) --measure-items $(MEASURE) --out bench-out/tickets --skip-missing-data $(BENCH_ARGS)

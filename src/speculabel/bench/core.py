@@ -153,21 +153,29 @@ def run_bench(
     return BenchResult(out_dir, manifest, runs, analysis, files)
 
 
+def outside_items(task: Task, spec: str, n: int, exclude: set[str]
+                  ) -> list[tuple[Item, str]]:
+    """The first ``n`` items of data set ``spec`` (with gold) whose key is not in ``exclude``:
+    the fit share ``--fit-from`` takes, and the demo refits from."""
+    from speculabel.io.datasets import from_spec
+
+    data = from_spec(spec)
+    pool = [(it, g) for it, g in zip(data.items, data.gold, strict=True)
+            if item_key(task, it) not in exclude][:n]
+    if len(pool) < n:
+        raise ValueError(f"{spec} has only {len(pool)} items besides the bench items; "
+                         f"--fit-items {n} needs more")
+    return pool
+
+
 def _outside_fit(task: Task, spec: str, n: int, manifest: Manifest, judge: str,
                  store: VoteStore, with_gold: bool, say: Say
                  ) -> tuple[list[Item], dict[str, Sequence[str | None]]]:
     """The first ``n`` items of data set ``spec`` that are not bench items, with their judge
     labels (computed where the store lacks them) and gold labels."""
     from speculabel.certify.votes import collect_votes
-    from speculabel.io.datasets import from_spec
 
-    data = from_spec(spec)
-    bench = set(manifest.item_keys)
-    pool = [(it, g) for it, g in zip(data.items, data.gold, strict=True)
-            if item_key(task, it) not in bench][:n]
-    if len(pool) < n:
-        raise ValueError(f"{spec} has only {len(pool)} items besides the bench items; "
-                         f"--fit-items {n} needs more")
+    pool = outside_items(task, spec, n, set(manifest.item_keys))
     fit = [it for it, _ in pool]
     say(f"fit share: {len(fit)} items of {spec} outside the bench; judge labels from the store")
     labels = collect_votes(task, fit, [judge], store)[judge]

@@ -42,14 +42,16 @@ CERTIFIED = "demo.toml"
 def certified_setup(task_name: str, say: Any) -> tuple[dict[str, Any], str] | None:
     """The fastest configuration the bench certified for this task (``data/demo.toml``), with
     its learning workers fitted again, exactly as the bench fitted them: on the gold labels of
-    the same fit share of the same data set (needs ``../shared/data``; kept under
-    ``$SPECULABEL_HOME/demo``).  None when there is none or the data is absent."""
+    the same fit share (the items of ``fit.data`` outside the bench items ``fit.exclude``; needs
+    ``../shared/data``; kept under ``$SPECULABEL_HOME/demo``).  None when there is none or the
+    data is absent."""
     import tomllib
 
-    from speculabel.bench.certified import three_way_split
+    from speculabel.bench.core import outside_items
     from speculabel.certify.workflow import fit_learner, learning
     from speculabel.io.datasets import DataMissing, from_spec
     from speculabel.io.paths import home_dir
+    from speculabel.io.votes import item_key
     from speculabel.tasks import load_task
 
     raw = (resources.files("speculabel") / "data" / CERTIFIED).read_text(encoding="utf-8")
@@ -65,15 +67,16 @@ def certified_setup(task_name: str, say: Any) -> tuple[dict[str, Any], str] | No
             folder = home_dir() / "demo" / task_name / spec.replace(":", "-")
             if not (folder / "meta.json").exists():
                 try:
-                    data = from_spec(fit["data"])
+                    bench = {item_key(task, it) for it in from_spec(fit["exclude"]).items}
+                    pool = outside_items(task, fit["data"], fit["items"], bench)
                 except DataMissing as e:
                     say(f"[yellow]the certified configuration refits {spec} from the shared "
                         f"data, which is absent ({e}); showing the default workers[/]")
                     return None
-                idx = three_way_split(len(data), fit["fit_items"], fit["seed"])["fit"]
-                say(f"[dim]fitting {spec} on {len(idx)} gold labels of {fit['data']} (once)[/]")
-                worker = fit_learner(spec, task, [data.items[i] for i in idx],
-                                     [data.gold[i] for i in idx], folder)
+                say(f"[dim]fitting {spec} on {len(pool)} gold labels of {fit['data']} "
+                    "(once)[/]")
+                worker = fit_learner(spec, task, [it for it, _ in pool], [g for _, g in pool],
+                                     folder)
                 worker.close()
             models[spec] = {"directory": str(folder), "frozen": True}
     cfg = {"task": task_name, "workers": entry["workers"], "judge": entry["judge"],
