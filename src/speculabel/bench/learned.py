@@ -39,6 +39,7 @@ def load_fitted(out_dir: Path, name: str) -> LearningWorker:
     spec, ref = (name[: -len(GOLD)], "gold") if name.endswith(GOLD) else (name, "judge")
     worker = load_backend(spec, directory=str(folder(out_dir, spec, ref)), frozen=True)
     assert isinstance(worker, LearningWorker)
+    worker.spec = name  # two fitted variants of one worker are two workers of a cascade
     return worker
 
 
