@@ -321,3 +321,39 @@ def test_records_cost_what_the_simulator_charges(parallel: bool, early: bool) ->
         three = [by_id[i] for i in ids if len(by_id[i].votes) == 3]
         assert three and all(r.latency_s in (pytest.approx(0.6), pytest.approx(1.6))
                              for r in three)
+
+
+class _Memo(_Timed):
+    """A worker that, like the MiniLM learners, does each text's work once and keeps it."""
+
+    def __init__(self, name: str, labels: dict[str, str], latency: float) -> None:
+        super().__init__(name, labels, latency)
+        self.kept: set[str] = set()
+        self.paid: list[int] = []
+
+    def forget_cache(self) -> None:
+        self.kept = set()
+
+    def score(self, task: Task, items: Sequence[Item]) -> list[Vote]:
+        self.paid.append(sum(it.id not in self.kept for it in items))
+        self.kept |= {it.id for it in items}
+        return super().score(task, items)
+
+
+def test_every_measured_run_starts_with_cold_caches() -> None:
+    # before: the second cascade over the same items found every embedding kept by the first
+    # and was "measured" 11000x faster than the judge
+    from speculabel.bench.measure import measure
+
+    ids = [str(i) for i in range(12)]
+    items = [Item(i, {"text": f"t{i}"}) for i in ids]
+    worker = _Memo("m", {i: P for i in ids}, 0.001)
+    judge = _Timed("J", {i: P for i in ids}, 0.01)
+    table = VoteTable({"m": worker.score(SENTIMENT, items), "J": judge.score(SENTIMENT, items)})
+    configs = [{"key": f"m|{r}", "judge": "J", "workers": ["m"], "rule": r, "early_exit": False}
+               for r in ("majority", "unanimous")]
+    worker.paid.clear()
+    out = measure(SENTIMENT, items, configs, table, backends={"m": worker, "J": judge},
+                  batch_size=4)
+    assert len(out["runs"]) == 2
+    assert worker.paid[1:] == [4, 4, 4] * 2  # after the warm-up, every item paid for in both runs

@@ -29,3 +29,13 @@ class Reachable(Protocol):
     def check(self) -> None:
         """Raise :class:`~speculabel.backends.base.BackendError` when the server cannot serve."""
         ...
+
+
+@runtime_checkable
+class Memoising(Protocol):
+    """A backend that keeps per-text work (embeddings) between calls: a timing that compares it
+    with the judge must start it cold, or the second run over the same items costs nothing."""
+
+    def forget_cache(self) -> None:
+        """Drop what was kept, so the next call pays for every item again."""
+        ...

@@ -11,11 +11,12 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from speculabel.backends.base import Backend
+from speculabel.backends.base import Backend, unwrap
+from speculabel.backends.capabilities import Memoising
 from speculabel.bench.manifest import Manifest
 from speculabel.bench.metrics import accuracy, agreement, clean, percentile
 from speculabel.bench.run import Loader, Say, _load, _quiet
@@ -67,6 +68,7 @@ def measure(
         warm = items[:1]
         for b in loaded.values():
             b.score(task, warm)  # prompt prefix evaluated once, outside the timings
+        _cold(loaded.values())
 
         say(f"measuring the judge alone ({judge_spec}) on {len(items)} items")
         judge = loaded[judge_spec]
@@ -90,6 +92,7 @@ def measure(
                 early_exit=early, parallel_workers=False, vote_store=None,
                 batch_size=batch_size,
             )
+            _cold(loaded.values())  # the runs share loaded workers, never their embeddings
             w0, c0 = time.perf_counter(), time.process_time()
             emitted = cascade.classify(items)
             wall, cpu = time.perf_counter() - w0, time.process_time() - c0
@@ -158,6 +161,14 @@ def measure(
             b.close()
 
 
+def _cold(backends: Iterable[Backend]) -> None:
+    """Every backend that keeps per-text work starts the next timing without it."""
+    for b in backends:
+        inner = unwrap(b)
+        if isinstance(inner, Memoising):
+            inner.forget_cache()
+
+
 def _acc(pred: Sequence[str | None], gold: Sequence[str | None] | None) -> float | None:
     if gold is None or not any(g is not None for g in gold):
         return None
@@ -177,12 +188,16 @@ def _rel(measured: float, computed: float) -> float:
     return measured / computed - 1.0
 
 
+#: Bumped when the way runs are timed changes, so runs timed the old way are not reused.
+MEASURE_METHOD = 2  # 2: embedding caches dropped before every timing
+
 
 def measure_signature(manifest: Manifest, configs: Sequence[Mapping[str, Any]],
                       idx: Sequence[int]) -> str:
     """What a measured run depends on: the model files, the items, the configurations.  The one
     rule for reusing measured runs, in a bench and in a report redone from the store."""
     blob = json.dumps({
+        "method": MEASURE_METHOD,
         "task": manifest.task_fingerprint,
         "models": sorted((m["spec"], m["fingerprint"]) for m in manifest.models),
         "items": [manifest.item_keys[i] for i in idx],

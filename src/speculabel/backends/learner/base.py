@@ -169,6 +169,10 @@ class LearningWorker(Backend):
         names = self.fields or tuple(item.fields)
         return tuple(str(item.fields.get(f, "")) for f in names)
 
+    def forget_cache(self) -> None:
+        """Drop the embedding cache (a timed run starts cold; see ``Memoising``)."""
+        self._cache = {}
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length embeddings, each text embedded once (cached, and kept in the directory)."""
         keys = [text_key(t) for t in texts]
