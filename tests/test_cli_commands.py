@@ -154,4 +154,6 @@ def test_calibrate_defaults_to_the_classify_workers(
     assert code == 2 and "stop here" in out
     # the workers, then the judge (the reference by default)
     assert seen == [[*default_workers("sentiment"), "qwen2.5-1.5b"]]
-    assert default_workers("sentiment") == ["vader", "gemma3-270m"]
+    assert default_workers("sentiment") == ["vader", "learner:minilm"]
+    assert default_workers("similar-ticket") == ["similarity:minilm", "learner:minilm"]
+    assert default_workers("my-task.toml") == ["gemma3-270m", "qwen2.5-0.5b"]

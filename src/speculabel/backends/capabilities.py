@@ -7,7 +7,7 @@ under them (:func:`speculabel.backends.base.unwrap`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from speculabel.records import Item
@@ -39,3 +39,14 @@ class Memoising(Protocol):
     def forget_cache(self) -> None:
         """Drop what was kept, so the next call pays for every item again."""
         ...
+
+
+def forget_caches(backends: Iterable[object]) -> None:
+    """Every backend (unwrapped) that keeps per-text work starts the next timing without it, so
+    a timing never profits from a text the previous one embedded."""
+    from speculabel.backends.base import Backend, unwrap
+
+    for b in backends:
+        inner = unwrap(b) if isinstance(b, Backend) else b
+        if isinstance(inner, Memoising):
+            inner.forget_cache()

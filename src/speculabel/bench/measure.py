@@ -11,12 +11,12 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from speculabel.backends.base import Backend, unwrap
-from speculabel.backends.capabilities import Memoising
+from speculabel.backends.base import Backend
+from speculabel.backends.capabilities import forget_caches
 from speculabel.bench.manifest import Manifest
 from speculabel.bench.metrics import accuracy, agreement, clean, percentile
 from speculabel.bench.run import Loader, Say, _load, _quiet
@@ -68,7 +68,7 @@ def measure(
         warm = items[:1]
         for b in loaded.values():
             b.score(task, warm)  # prompt prefix evaluated once, outside the timings
-        _cold(loaded.values())
+        forget_caches(loaded.values())
 
         say(f"measuring the judge alone ({judge_spec}) on {len(items)} items")
         judge = loaded[judge_spec]
@@ -92,7 +92,7 @@ def measure(
                 early_exit=early, parallel_workers=False, vote_store=None,
                 batch_size=batch_size,
             )
-            _cold(loaded.values())  # the runs share loaded workers, never their embeddings
+            forget_caches(loaded.values())  # the runs share loaded workers, never their embeddings
             w0, c0 = time.perf_counter(), time.process_time()
             emitted = cascade.classify(items)
             wall, cpu = time.perf_counter() - w0, time.process_time() - c0
@@ -159,14 +159,6 @@ def measure(
     finally:
         for b in owned:
             b.close()
-
-
-def _cold(backends: Iterable[Backend]) -> None:
-    """Every backend that keeps per-text work starts the next timing without it."""
-    for b in backends:
-        inner = unwrap(b)
-        if isinstance(inner, Memoising):
-            inner.forget_cache()
 
 
 def _acc(pred: Sequence[str | None], gold: Sequence[str | None] | None) -> float | None:

@@ -72,8 +72,10 @@ def classify(
     workers: Annotated[
         str | None,
         typer.Option(
-            help=f"One to three comma-separated model specs [default: {','.join(DEFAULT_WORKERS)}; "
-            f"for sentiment {','.join(TASK_DEFAULT_WORKERS['sentiment'])}]."
+            help="One to three comma-separated model specs [default: "
+            + "; ".join(f"{t}: {','.join(w)}" for t, w in TASK_DEFAULT_WORKERS.items())
+            + f"; other tasks: {','.join(DEFAULT_WORKERS)}]. Learning workers (learner:, "
+            "similarity:) abstain until the judge has given them a few labels of every class."
         ),
     ] = None,
     judge: Annotated[str | None, typer.Option(help=f"Judge model spec [default: {DEFAULT_JUDGE}].")] = None,
