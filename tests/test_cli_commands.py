@@ -152,8 +152,12 @@ def test_calibrate_defaults_to_the_classify_workers(
     p.write_text("text,gold\ngood,positive\nbad,negative\n")
     code, out = _run("calibrate", str(p), "--task", "sentiment", "--gold-column", "gold", "-q")
     assert code == 2 and "stop here" in out
-    # the workers, then the judge (the reference by default)
-    assert seen == [[*default_workers("sentiment"), "qwen2.5-1.5b"]]
+    # the workers whose votes are stored (learning workers are fitted apart), then the judge
+    # (the reference by default)
+    from speculabel.certify.workflow import learning
+
+    stored = [w for w in default_workers("sentiment") if not learning(w)]
+    assert seen == [[*stored, "qwen2.5-1.5b"]]
     assert default_workers("sentiment") == ["vader", "learner:minilm"]
     assert default_workers("similar-ticket") == ["similarity:minilm", "learner:minilm"]
     assert default_workers("my-task.toml") == ["gemma3-270m", "qwen2.5-0.5b"]
