@@ -8,7 +8,6 @@ moment its item is decided.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -38,6 +37,7 @@ from speculabel.cli.common import (
     echo_note,
     fail,
     print_summary,
+    run_with_progress,
 )
 from speculabel.policy import POLICIES
 
@@ -276,7 +276,8 @@ def classify(
             echo_note(f"{spec} keeps its labels and model in {where}", quiet)
         cascade = _build(cfg, the_task, store, quiet)
         try:
-            _run_with_progress(cascade, items, results.write, quiet)
+            run_with_progress(cascade.classify_iter(items), len(items), cascade.stats,
+                              results.write, quiet)
         except KeyboardInterrupt:
             typer.echo(f"interrupted: {cascade.stats.items} items decided in this run are saved "
                        f"in {out_path}; rerun the same command to resume", err=True)
@@ -339,36 +340,6 @@ def _build(cfg: Any, task: Any, store: Any, quiet: bool) -> Any:
                              progress=lambda msg: echo_note(msg, quiet))
     except (BackendError, ModelError, ValueError) as e:
         raise fail(str(e)) from None
-
-
-def _run_with_progress(cascade: Any, items: list[Any], write: Any, quiet: bool) -> None:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    if quiet:
-        cascade.classify(items, on_record=write)
-        return
-    t0 = time.perf_counter()
-    with Progress(
-        TextColumn("[bold]classify"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
-        TimeRemainingColumn(), transient=False, refresh_per_second=4,
-    ) as bar:
-        tid = bar.add_task("classify", total=len(items), rate="")
-        for rec in cascade.classify_iter(items):
-            write(rec)
-            st = cascade.stats
-            dt = time.perf_counter() - t0
-            bar.update(
-                tid, advance=1,
-                rate=f"{st.items / dt:.2f} items/s  judge {100 * st.judge_rate:.0f}%",
-            )
 
 
 def register(app: typer.Typer) -> None:
