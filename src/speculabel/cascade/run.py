@@ -75,6 +75,49 @@ class CascadeStats:
         }
 
 
+def combine_latency(votes: Sequence[Vote], parallel: bool, early_exit: bool) -> float:
+    """The workers' share of an item's latency: the sum when they are asked one after the other;
+    the slowest when asked together; under early exit the first two together, then the third (as
+    :func:`speculabel.bench.simulate.simulate` charges it)."""
+    lats = [0.0 if v.cached else v.latency_s for v in votes]
+    if not parallel:
+        return sum(lats)
+    if early_exit and len(lats) == 3:
+        return max(lats[:2]) + lats[2]
+    return max(lats, default=0.0)
+
+
+def wrap_backend(backend: Backend, store: VoteCache | None,
+                 calibration: Mapping[str, Any] | None) -> Backend:
+    """The vote store, then the calibration, around a model (raw votes are stored).  A learning
+    worker changes with every retrain: it is not cacheable, so its votes are never stored."""
+    if store is not None and backend.cacheable:
+        backend = CachedBackend(backend, store)
+    if calibration:
+        backend = CalibratedBackend(backend, calibration.get("offsets"),
+                                    float(calibration.get("temperature", 1.0)))
+    return backend
+
+
+def judge_record(item_id: str, votes: list[Vote], jv: Vote, rule: str, *, workers_latency: float,
+                 truncated: bool, row: int | None = None) -> Record:
+    """The record of an escalated item from the judge's vote (not a retryable abstention: that
+    leaves the item pending); a judge that abstained for good gives a ``judge`` error record."""
+    return Record(
+        id=item_id,
+        label=jv.label,
+        decided_by="judge",
+        votes=votes,
+        judge_vote=jv,
+        latency_s=workers_latency + (0.0 if jv.cached else jv.latency_s),
+        rule=rule,
+        truncated=truncated or jv.truncated or any(v.truncated for v in votes),
+        error=None if jv.label is not None else f"judge abstained: {jv.error}",
+        error_kind=None if jv.label is not None else "judge",
+        row=row,
+    )
+
+
 class Cascade:
     """Up to three workers vote; the policy accepts or escalates to the judge.
 
@@ -113,13 +156,7 @@ class Cascade:
         calibration = calibration or {}
 
         def wrap(b: Backend) -> Backend:
-            # a learning worker changes with every retrain: its votes are never cached
-            if vote_store is not None and b.cacheable:
-                b = CachedBackend(b, vote_store)
-            cal = calibration.get(b.spec)
-            if cal:
-                b = CalibratedBackend(b, cal.get("offsets"), float(cal.get("temperature", 1.0)))
-            return b
+            return wrap_backend(b, vote_store, calibration.get(b.spec))
 
         self.workers = [wrap(w) for w in workers]
         self.judge = wrap(judge) if judge is not None else None
@@ -161,15 +198,7 @@ class Cascade:
         return [w.score(self.task, items) for w in workers]
 
     def _combine(self, votes: Sequence[Vote]) -> float:
-        """The workers' share of an item's latency: the sum when they are asked one after the
-        other; the slowest when asked together; under early exit the first two together, then
-        the third (as :func:`speculabel.bench.simulate.simulate` charges it)."""
-        lats = [0.0 if v.cached else v.latency_s for v in votes]
-        if not self.parallel_workers:
-            return sum(lats)
-        if self.early_exit and len(lats) == 3:
-            return max(lats[:2]) + lats[2]
-        return max(lats, default=0.0)
+        return combine_latency(votes, self.parallel_workers, self.early_exit)
 
     def _run_batch(self, batch: list[Item]) -> Iterator[Record]:
         n_workers = len(self.workers)
@@ -234,19 +263,9 @@ class Cascade:
             if jv.label is None and jv.retryable:
                 self.stats.pending += 1  # left for the next run; nothing written
                 continue
-            rec = Record(
-                id=item.id,
-                label=jv.label,
-                decided_by="judge",
-                votes=votes,
-                judge_vote=jv,
-                latency_s=self._combine(votes) + (0.0 if jv.cached else jv.latency_s),
-                rule=self._rule(decisions[i]),
-                truncated=item.truncated or jv.truncated or any(v.truncated for v in votes),
-                error=None if jv.label is not None else f"judge abstained: {jv.error}",
-                error_kind=None if jv.label is not None else "judge",
-                row=item.row,
-            )
+            rec = judge_record(item.id, votes, jv, self._rule(decisions[i]),
+                               workers_latency=self._combine(votes), truncated=item.truncated,
+                               row=item.row)
             if jv.label is not None:
                 learned_items.append(item)
                 learned_labels.append(jv.label)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from speculabel.backends.base import Backend
+from speculabel.cascade.run import combine_latency, judge_record, wrap_backend
 from speculabel.policy import Decision, Policy
 from speculabel.records import Item, Record, Vote
 from speculabel.tasks import Task
@@ -68,16 +69,6 @@ def load_votes(blob: str) -> list[Vote]:
 
 def row_item(row: Row) -> Item:
     return Item(row["id"], json.loads(row["fields"]), truncated=bool(row["truncated"]))
-
-
-def combine_latency(votes: Sequence[Vote], parallel: bool, early_exit: bool) -> float:
-    """The workers' share of an item's latency, as :meth:`Cascade._combine` charges it."""
-    lats = [0.0 if v.cached else v.latency_s for v in votes]
-    if not parallel:
-        return sum(lats)
-    if early_exit and len(lats) == 3:
-        return max(lats[:2]) + lats[2]
-    return max(lats, default=0.0)
 
 
 @dataclass(frozen=True)
@@ -133,19 +124,6 @@ def prepare_rows(raw: Sequence[dict[str, Any]], shape: Shape, columns: dict[str,
 
 
 # ---------------------------------------------------------------------- models
-def wrap_backend(backend: Backend, store: Any, calibration: dict[str, Any] | None) -> Backend:
-    """The vote store and the calibration around a model, as :class:`Cascade` wraps it."""
-    from speculabel.backends.cached import CachedBackend
-    from speculabel.backends.calibrated import CalibratedBackend
-
-    if store is not None and backend.cacheable:
-        backend = CachedBackend(backend, store)
-    if calibration:
-        backend = CalibratedBackend(backend, calibration.get("offsets"),
-                                    float(calibration.get("temperature", 1.0)))
-    return backend
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """One model's step: which model, its options, and which rows it acts on."""
@@ -270,14 +248,8 @@ def judge_row(row: Row, jv: Vote, shape: Shape) -> None:
         row["state"] = "pending"  # left for the next run; nothing written
         return
     votes = load_votes(row["votes"])
-    rec = Record(
-        id=row["id"], label=jv.label, decided_by="judge", votes=votes, judge_vote=jv,
-        latency_s=shape.latency(votes) + (0.0 if jv.cached else jv.latency_s),
-        rule=row["rule"],
-        truncated=bool(row["truncated"]) or jv.truncated or any(v.truncated for v in votes),
-        error=None if jv.label is not None else f"judge abstained: {jv.error}",
-        error_kind=None if jv.label is not None else "judge",
-    )
+    rec = judge_record(row["id"], votes, jv, row["rule"], workers_latency=shape.latency(votes),
+                       truncated=bool(row["truncated"]))
     row.update(state="done", record=json.dumps(rec.to_json(), ensure_ascii=False))
 
 
