@@ -35,13 +35,12 @@ from speculabel.cli.common import (
     column_map,
     csv_list,
     echo_note,
+    exit_if_pending,
     fail,
     print_summary,
     run_with_progress,
 )
 from speculabel.policy import POLICIES
-
-EXIT_INCOMPLETE = 3
 
 
 def classify(
@@ -294,13 +293,7 @@ def _finish(stats: Any, n_errors: int, out_path: Path) -> None:
     summary = stats.summary()
     summary["failures"] = int(summary["failures"]) + n_errors
     print_summary(summary, out_path)
-    if stats.pending:
-        typer.secho(
-            f"{stats.pending} items are not decided (judge unavailable); "
-            "run the same command again to finish them.",
-            fg=typer.colors.YELLOW, err=True,
-        )
-        raise typer.Exit(EXIT_INCOMPLETE)
+    exit_if_pending(stats.pending)
 
 
 def learner_dirs(

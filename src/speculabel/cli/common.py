@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 #: exit statuses every command uses
 EXIT_BAD_INPUT = 2
+EXIT_INCOMPLETE = 3  # some items pending (judge unavailable): rerun to finish them
 EXIT_INTERRUPTED = 130
 
 TextOpt = Annotated[
@@ -95,11 +96,8 @@ def print_summary(summary: dict[str, Any], output: Path | None = None) -> None:
     Console(stderr=True).print(table)
 
 
-def run_with_progress(records: Any, total: int, stats: Any, write: Any, quiet: bool) -> None:
-    """Write each record as it comes, with a progress bar (items/s, judge-call rate) unless
-    ``quiet``."""
-    import time
-
+def progress_bar(title: str) -> Any:
+    """The classify progress bar (items, items/s and judge-call rate, elapsed, eta), not started."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -109,19 +107,38 @@ def run_with_progress(records: Any, total: int, stats: Any, write: Any, quiet: b
         TimeRemainingColumn,
     )
 
+    return Progress(
+        TextColumn(f"[bold]{title}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
+        TimeRemainingColumn(), transient=False, refresh_per_second=4,
+    )
+
+
+def rate_text(stats: Any, seconds: float) -> str:
+    """What the bar shows beside the count: items per second and the judge-call rate so far."""
+    return f"{stats.items / max(seconds, 1e-9):.2f} items/s  judge {100 * stats.judge_rate:.0f}%"
+
+
+def run_with_progress(records: Any, total: int, stats: Any, write: Any, quiet: bool) -> None:
+    """Write each record as it comes, with a progress bar (items/s, judge-call rate) unless
+    ``quiet``."""
+    import time
+
     if quiet:
         for rec in records:
             write(rec)
         return
     t0 = time.perf_counter()
-    with Progress(
-        TextColumn("[bold]classify"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
-        TimeRemainingColumn(), transient=False, refresh_per_second=4,
-    ) as bar:
+    with progress_bar("classify") as bar:
         tid = bar.add_task("classify", total=total, rate="")
         for rec in records:
             write(rec)
-            dt = time.perf_counter() - t0
-            bar.update(tid, advance=1, rate=f"{stats.items / dt:.2f} items/s  judge "
-                                            f"{100 * stats.judge_rate:.0f}%")
+            bar.update(tid, advance=1, rate=rate_text(stats, time.perf_counter() - t0))
+
+
+def exit_if_pending(pending: int) -> None:
+    """Exit status 3, saying how to finish, when items were left pending (judge unavailable)."""
+    if pending:
+        typer.secho(f"{pending} items are not decided (judge unavailable); run the same command "
+                    "again to finish them.", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(EXIT_INCOMPLETE)

@@ -16,11 +16,18 @@ from typing import Any
 import typer
 
 from speculabel.cascade.config import CascadeConfig
-from speculabel.cli.common import EXIT_INTERRUPTED, echo_note, fail, print_summary
+from speculabel.cli.common import (
+    EXIT_INTERRUPTED,
+    echo_note,
+    exit_if_pending,
+    fail,
+    print_summary,
+    progress_bar,
+    rate_text,
+)
 from speculabel.scale.settings import RaySettings
 from speculabel.tasks import Task
 
-EXIT_INCOMPLETE = 3
 EXIT_FAILED = 1
 
 
@@ -152,10 +159,7 @@ def _run(*, input: str, output: str, shards: Any, cfg: CascadeConfig, task: Task
         summary["duplicates_removed"] = result.duplicates_removed
     summary["results"] = output
     print_summary(summary)
-    if result.stats.pending:
-        typer.secho(f"{result.stats.pending} items are not decided (judge unavailable); run the "
-                    "same command again to finish them.", fg=typer.colors.YELLOW, err=True)
-        raise typer.Exit(EXIT_INCOMPLETE)
+    exit_if_pending(result.stats.pending)
 
 
 class _Progress:
@@ -170,20 +174,7 @@ class _Progress:
     def start(self, total: int) -> None:
         if self.quiet:
             return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self._bar = Progress(
-            TextColumn("[bold]classify (ray)"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
-            TimeRemainingColumn(), transient=False, refresh_per_second=4,
-        )
+        self._bar = progress_bar("classify (ray)")
         self._bar.start()
         self._task = self._bar.add_task("classify", total=total, rate="")
         self._t0 = time.perf_counter()
@@ -192,9 +183,8 @@ class _Progress:
         if self._bar is None:
             return
         st = r.stats
-        dt = max(1e-9, time.perf_counter() - self._t0)
         self._bar.update(self._task, completed=st.items + st.pending,
-                         rate=f"{st.items / dt:.2f} items/s  judge {100 * st.judge_rate:.0f}%")
+                         rate=rate_text(st, time.perf_counter() - self._t0))
 
     def stop(self) -> None:
         if self._bar is not None:
