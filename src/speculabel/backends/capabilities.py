@@ -8,9 +8,13 @@ under them (:func:`speculabel.backends.base.unwrap`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from speculabel.records import Item
+
+if TYPE_CHECKING:
+    from speculabel.backends.base import Backend
+    from speculabel.tasks import Task
 
 
 @runtime_checkable
@@ -41,12 +45,21 @@ class Memoising(Protocol):
         ...
 
 
-def forget_caches(backends: Iterable[object]) -> None:
+def forget_caches(backends: Iterable[Backend]) -> None:
     """Every backend (unwrapped) that keeps per-text work starts the next timing without it, so
     a timing never profits from a text the previous one embedded."""
-    from speculabel.backends.base import Backend, unwrap
+    from speculabel.backends.base import unwrap
 
     for b in backends:
-        inner = unwrap(b) if isinstance(b, Backend) else b
+        inner = unwrap(b)
         if isinstance(inner, Memoising):
             inner.forget_cache()
+
+
+def warm_up(backends: Sequence[Backend], task: Task, items: Sequence[Item]) -> None:
+    """Before a timing: every model scores the first item untimed (lazy loads, the prompt
+    prefix evaluated once), then drops what it kept per text, so the timing pays for every item
+    as a long run does."""
+    for b in backends:
+        b.score(task, list(items[:1]))
+    forget_caches(backends)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from speculabel.backends.base import Backend
-from speculabel.backends.capabilities import forget_caches
+from speculabel.backends.capabilities import forget_caches, warm_up
 from speculabel.bench.manifest import Manifest
 from speculabel.bench.metrics import accuracy, agreement, clean, percentile
 from speculabel.bench.run import Loader, Say, _load, _quiet
@@ -65,10 +65,7 @@ def measure(
             load_s[spec] = time.perf_counter() - t0
             loaded[spec] = b
             owned.append(b)
-        warm = items[:1]
-        for b in loaded.values():
-            b.score(task, warm)  # prompt prefix evaluated once, outside the timings
-        forget_caches(loaded.values())
+        warm_up(list(loaded.values()), task, items)  # prompt prefixes evaluated, outside the timings
 
         say(f"measuring the judge alone ({judge_spec}) on {len(items)} items")
         judge = loaded[judge_spec]

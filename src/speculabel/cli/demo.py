@@ -97,7 +97,7 @@ def run_demo(
     from rich.console import Console
     from rich.table import Table
 
-    from speculabel.backends.capabilities import forget_caches
+    from speculabel.backends.capabilities import warm_up
     from speculabel.cascade import ConfigError, build_cascade, default_workers, make_config
     from speculabel.models import CATALOGUE, is_installed
     from speculabel.models import pull as pull_model
@@ -144,12 +144,8 @@ def run_demo(
             console.print(f"certified by the bench: {notes[task_name]}")
         cascade = build_cascade(cfg, task=task, progress=lambda m: console.print(f"[dim]{m}[/]"))
         try:
-            # as the bench measures: every model scores one item untimed (lazy loads, the prompt
-            # prefix), then both timings start with empty per-text caches
-            for b in [*cascade.workers, cascade.judge]:
-                if b is not None:
-                    b.score(task, items[:1])
-            forget_caches([*cascade.workers, *([cascade.judge] if cascade.judge else [])])
+            # as the bench measures: both timings start warm, with empty per-text caches
+            warm_up([*cascade.workers, *([cascade.judge] if cascade.judge else [])], task, items)
             t0 = time.perf_counter()
             records: list[Record] = []
             with console.status("classifying ...") as status:
