@@ -35,7 +35,10 @@ class RowError:
     id: str | None = None
 
 
-SUPPORTED = (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet")
+#: every input file type by its suffix, and the format that reads it (both engines use this)
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "json", ".ndjson": "json", ".json": "json",
+           ".parquet": "parquet"}
+SUPPORTED = tuple(FORMATS)
 _NUL = "\ue000"  # NUL bytes are replaced by this private-use character, then reported
 _BAD = "__speculabel_row_error__"
 
@@ -170,11 +173,12 @@ def _parquet_rows(path: Path) -> tuple[list[str], Iterator[Row]]:
 def table_rows(path: Path) -> tuple[list[str], Iterator[Row]]:
     """Column names and ``(row number, values)`` pairs for CSV, TSV, JSONL and Parquet."""
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        return _csv_rows(path, "\t" if suffix == ".tsv" else ",")
-    if suffix in (".jsonl", ".ndjson", ".json"):
+    fmt = FORMATS.get(suffix)
+    if fmt in ("csv", "tsv"):
+        return _csv_rows(path, "\t" if fmt == "tsv" else ",")
+    if fmt == "json":
         return _jsonl_rows(path)
-    if suffix == ".parquet":
+    if fmt == "parquet":
         return _parquet_rows(path)
     raise InputError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(SUPPORTED)}")
 

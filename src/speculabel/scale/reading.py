@@ -16,31 +16,29 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from speculabel.io.tables import InputError
+from speculabel.io.tables import FORMATS, InputError
 
 #: CPUs the cheap steps (read, prepare, rule, write) reserve: a token, so they never wait for
 #: the actors' CPUs (they take milliseconds per batch)
 LIGHT_CPUS = 0.05
-READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "json", ".ndjson": "json", ".json": "json",
-           ".parquet": "parquet"}
 
 
 def input_format(path: str) -> str:
     """``csv``, ``tsv``, ``json`` or ``parquet`` from the name (a local directory: its files)."""
     stem = path.rstrip("/")
     suffix = os.path.splitext(stem)[1].lower()
-    if suffix in READERS:
-        return READERS[suffix]
+    if suffix in FORMATS:
+        return FORMATS[suffix]
     if "://" not in path and os.path.isdir(stem):
-        kinds = {READERS.get(os.path.splitext(n)[1].lower()) for n in os.listdir(stem)
+        kinds = {FORMATS.get(os.path.splitext(n)[1].lower()) for n in os.listdir(stem)
                  if not n.startswith((".", "_"))}
         kinds.discard(None)
         if len(kinds) == 1:
             return str(kinds.pop())
         raise InputError(f"{path}: a directory of {' and '.join(sorted(map(str, kinds))) or 'no'} "
-                         f"tables; it must hold one kind of {', '.join(READERS)} files")
+                         f"tables; it must hold one kind of {', '.join(FORMATS)} files")
     raise InputError(f"{path}: unsupported file type {suffix or '(none)'!r}; use one of "
-                     f"{', '.join(READERS)} (or a directory of them)")
+                     f"{', '.join(FORMATS)} (or a directory of them)")
 
 
 def read_input(path: str, needed: list[str], *, select: bool = True) -> Any:
