@@ -158,7 +158,8 @@ def test_classify_adaptive_runs_resumes_after_kill_and_certifies(
     import signal
     import subprocess
     import sys
-    import time
+
+    from procs import wait_until
 
     pytest.importorskip("sentence_transformers", reason="needs pip install 'speculabel[embed]'")
     f, url = fake  # type: ignore[misc]
@@ -179,13 +180,8 @@ def test_classify_adaptive_runs_resumes_after_kill_and_certifies(
             "--audit-rate", "0.1", "--recertify-every", "300", "-q"]
     env = {**os.environ, "SPECULABEL_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if out.exists() and len(out.read_text().splitlines()) > 500:
-            break
-        if proc.poll() is not None:
-            pytest.fail(f"ended early: {proc.stderr.read().decode() if proc.stderr else ''}")
-        time.sleep(0.2)
+    wait_until(proc, lambda: out.exists() and len(out.read_text().splitlines()) > 500,
+               "500 records")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     first = [r for r in map(json.loads, out.read_text().splitlines()) if "speculabel" not in r]

@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from procs import wait_until
 from speculabel.io.datasets import shared_data_dir
 
 pytestmark = pytest.mark.slow
@@ -59,13 +59,8 @@ def test_classify_kill_and_resume(
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if out.exists() and len(out.read_text().splitlines()) >= 9:  # header + 8 records
-            break
-        if proc.poll() is not None:
-            pytest.fail(f"classify ended early: {proc.stderr.read().decode() if proc.stderr else ''}")
-        time.sleep(0.2)
+    wait_until(proc, lambda: out.exists() and len(out.read_text().splitlines()) >= 9,
+               "header + 8 records")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     first = read(out)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from procs import wait_until
 from speculabel.io.datasets import shared_data_dir
 
 pytestmark = pytest.mark.slow
@@ -92,16 +93,8 @@ def _ids(out: Path) -> list[str]:
     return [str(r.id) for r in read_records(str(out))]
 
 
-def _wait_for_shards(out: Path, proc: subprocess.Popen[str], n: int) -> int:
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        shards = list(out.glob("part-*.jsonl"))
-        if len(shards) >= n:
-            return len(shards)
-        if proc.poll() is not None:
-            pytest.fail(f"the run ended before {n} shards: {proc.communicate()[1][-2000:]}")
-        time.sleep(0.05)
-    pytest.fail("no shards after 300 s")
+def _wait_for_shards(out: Path, proc: subprocess.Popen[str], n: int) -> None:
+    wait_until(proc, lambda: len(list(out.glob("part-*.jsonl"))) >= n, f"{n} shards", poll=0.05)
 
 
 def _settled(out: Path) -> dict[str, str]:
