@@ -14,13 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from speculabel.scale.throughput import (
-    cluster_table,
-    items_per_hour,
-    measure_overhead,
-    measured_setup,
-    paper_setup,
-)
+from speculabel.scale.throughput import measure_overhead, nodes_like_this_one, paper_cluster
 
 
 def main() -> None:
@@ -52,20 +46,10 @@ def main() -> None:
             policy=args.policy, threshold=args.threshold, batch_size=args.batch_size,
             address=args.address, say=lambda m: print(m, file=sys.stderr, flush=True))
         result["overhead"] = measured
-        models = measured_setup(measured["per_model_s"], args.judge,
-                                measured["local"]["judge_call_rate"])
-        result["nodes_like_this_one"] = [
-            {"nodes": k, "items_per_hour": round(items_per_hour(models, k, 1))}
-            for k in (1, 2, 4, 8, 16)]
-    cluster = {}
-    for rate in (float(r) for r in args.judge_rates.split(",")):
-        models = paper_setup(rate, args.worker_rate, args.judge_replica_rate, args.judge_gpus)
-        cluster[str(rate)] = cluster_table(models, args.gpus_per_node)
-    judge_alone = paper_setup(1.0, args.worker_rate, args.judge_replica_rate, args.judge_gpus)[-1:]
-    cluster["judge alone"] = cluster_table(judge_alone, args.gpus_per_node)
-    result["paper_setup"] = {"gpus_per_node": args.gpus_per_node, "worker_rate": args.worker_rate,
-                             "judge_replica_rate": args.judge_replica_rate,
-                             "judge_gpus": args.judge_gpus, "by_judge_rate": cluster}
+        result["nodes_like_this_one"] = nodes_like_this_one(measured, args.judge)
+    result["paper_setup"] = paper_cluster(
+        [float(r) for r in args.judge_rates.split(",")], args.worker_rate,
+        args.judge_replica_rate, args.judge_gpus, args.gpus_per_node)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(json.dumps(result, indent=2))

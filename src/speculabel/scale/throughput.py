@@ -191,3 +191,26 @@ def cluster_table(models: list[ModelRate], devices_per_node: int,
              "items_per_hour_bound": round(items_per_hour(models, k, devices_per_node)),
              "items_per_hour_placed": round(items_per_hour(models, k, devices_per_node, alloc)),
              "placement": alloc} for k in nodes]
+
+
+def nodes_like_this_one(measured: dict[str, Any], judge: str,
+                        nodes: tuple[int, ...] = (1, 2, 4, 8, 16)) -> list[dict[str, Any]]:
+    """Items per hour on N machines like this one, from the single-process run's per-model
+    seconds and judge-call rate (one process per node)."""
+    models = measured_setup(measured["per_model_s"], judge, measured["local"]["judge_call_rate"])
+    return [{"nodes": k, "items_per_hour": round(items_per_hour(models, k, 1))} for k in nodes]
+
+
+def paper_cluster(judge_rates: list[float], worker_rate: float, judge_replica_rate: float,
+                  judge_gpus: int, gpus_per_node: int) -> dict[str, Any]:
+    """Items per hour on N GPU nodes for the paper's setup at each judge-call rate, and for the
+    judge alone (the rates are assumptions: see docs/scale.md)."""
+    by_rate: dict[str, Any] = {}
+    for rate in judge_rates:
+        models = paper_setup(rate, worker_rate, judge_replica_rate, judge_gpus)
+        by_rate[str(rate)] = cluster_table(models, gpus_per_node)
+    judge_alone = paper_setup(1.0, worker_rate, judge_replica_rate, judge_gpus)[-1:]
+    by_rate["judge alone"] = cluster_table(judge_alone, gpus_per_node)
+    return {"gpus_per_node": gpus_per_node, "worker_rate": worker_rate,
+            "judge_replica_rate": judge_replica_rate, "judge_gpus": judge_gpus,
+            "by_judge_rate": by_rate}
