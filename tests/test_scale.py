@@ -342,3 +342,38 @@ def app() -> object:
     from speculabel.cli import app as the_app
 
     return the_app
+
+
+# ---------------------------------------------------------------------- a cluster's throughput
+def test_items_per_hour_for_the_paper_setup_and_for_nodes_like_this_one() -> None:
+    from speculabel.scale.throughput import (
+        ModelRate,
+        items_per_hour,
+        nodes_like_this_one,
+        paper_cluster,
+    )
+
+    table = paper_cluster([0.1], worker_rate=700.0, judge_replica_rate=190.0, judge_gpus=2,
+                          gpus_per_node=8)
+    # the judge alone: four 2-GPU replicas of 190 items/s fill a node
+    alone = table["by_judge_rate"]["judge alone"]
+    assert alone[0]["placement"] == {"judge-32b": 4}
+    assert alone[0]["items_per_hour_placed"] == 4 * 190 * 3600
+    # at a judge-call rate of 0.1 two replicas per worker (1,400 items/s) set the pace, below the
+    # judge's 190 / 0.1; throughput grows with the nodes
+    rows = table["by_judge_rate"]["0.1"]
+    assert rows[0]["placement"] == {"worker-3b-1": 2, "worker-3b-2": 2, "worker-3b-3": 2,
+                                    "judge-32b": 1}
+    assert rows[0]["items_per_hour_placed"] == 2 * 700 * 3600
+    assert [r["items_per_hour_placed"] for r in rows] == [r["nodes"] * 2 * 700 * 3600
+                                                          for r in rows]
+    assert all(r["items_per_hour_bound"] >= r["items_per_hour_placed"] for r in rows)
+
+    measured = {"per_model_s": {"vader": 0.0001, "gemma3-270m": 0.1, "qwen2.5-1.5b": 0.5},
+                "local": {"judge_call_rate": 0.5}}
+    per_node = nodes_like_this_one(measured, "qwen2.5-1.5b")
+    assert per_node[0] == {"nodes": 1, "items_per_hour": round(3600 / (0.0001 + 0.1 + 0.25))}
+    assert per_node[-1]["nodes"] == 16
+    with pytest.raises(ValueError, match="need 3 devices"):
+        items_per_hour([ModelRate("a", 1.0), ModelRate("b", 1.0, devices=2)], 1, 2,
+                       {"a": 1, "b": 1})
