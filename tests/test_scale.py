@@ -98,7 +98,7 @@ def _compare(workers: list[Backend], judge: Backend, **cfg_kw: object) -> list[d
     cascade = Cascade(SENTIMENT, workers, judge,
                       make_policy(cfg.policy, cfg.threshold, weights=cfg.weights),
                       early_exit=cfg.early_exit, parallel_workers=cfg.parallel_workers,
-                      batch_size=4)
+                      batch_size=4, retry_wait_s=0)
     expected = [r.to_json() for r in cascade.classify(items)]
     shape = shape_of(cfg, SENTIMENT)
     raw = [{"id": it.id, "text": it.fields["text"]} for it in items]
@@ -108,6 +108,9 @@ def _compare(workers: list[Backend], judge: Backend, **cfg_kw: object) -> list[d
         steps = plan_steps(shape, [w.spec for w in workers], judge.spec)
         rows = run_steps(rows, shape, steps, {b.spec: b for b in [*workers, judge]})
         got.extend(finished_records(rows, None))
+    # an item the judge could not answer: the cascade's record is retryable (the CLI's rerun
+    # decides it again); the Ray stages write none, so the rerun finds the id missing
+    expected = [r for r in expected if r.get("error_kind") != "no_judge"]
     assert sorted(got, key=lambda r: str(r["id"])) == sorted(expected, key=lambda r: str(r["id"]))
     return got
 

@@ -15,6 +15,8 @@ Importing this package loads no model library: backends import theirs when they 
 from speculabel.backends.base import Backend, BackendError, FunctionBackend
 from speculabel.backends.registry import load_backend
 from speculabel.cascade import Cascade, CascadeConfig, build_cascade, load_config
+from speculabel.certify.api import Certificate, calibrate
+from speculabel.errors import PendingError, SpeculabelError
 from speculabel.policy import ConfidentMajority, Majority, Unanimous, WeightedVote, make_policy
 from speculabel.records import Item, Record, Vote
 from speculabel.tasks import Example, Label, Task, load_task
@@ -26,18 +28,22 @@ __all__ = [
     "BackendError",
     "Cascade",
     "CascadeConfig",
+    "Certificate",
     "ConfidentMajority",
     "Example",
     "FunctionBackend",
     "Item",
     "Label",
     "Majority",
+    "PendingError",
     "Record",
+    "SpeculabelError",
     "Task",
     "Unanimous",
     "Vote",
     "WeightedVote",
     "build_cascade",
+    "calibrate",
     "load_backend",
     "load_config",
     "load_task",
