@@ -241,3 +241,67 @@ def test_the_same_votes_give_the_same_records_on_every_path() -> None:
         assert [r.decided_by == "workers" for r in live] == sim.decided
         assert [r.latency_s for r in live] == pytest.approx(sim.item_latency_s)
         assert {r.decided_by for r in live} == {"workers", "judge"}
+
+
+def noisy(name: str, accuracy: float, seed: int) -> FunctionBackend:
+    """A worker right on a share ``accuracy`` of the items (by a seeded draw), confident when
+    right, less when wrong: the kind of score a certificate can use."""
+    rng = random.Random(seed)
+    right = {}
+
+    def fn(task: Task, items: Sequence[Item]) -> list[dict[str, float]]:
+        out = []
+        for it in items:
+            ok = right.setdefault(it.id, rng.random() < accuracy)
+            truth = word_label(it.fields["text"])
+            lab = truth if ok else next(x for x in task.label_names if x != truth)
+            p = 0.9 if ok else 0.55
+            out.append({x: p if x == lab else (1 - p) / 2 for x in task.label_names})
+        return out
+
+    return FunctionBackend(name, fn)
+
+
+def test_calibrate_from_python_with_own_backends_and_labels(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from speculabel import calibrate
+
+    xs = texts(600)
+    gold = [word_label(t) for t in xs]
+    cert = calibrate(task="sentiment", workers=[noisy("a", 0.85, 1), noisy("b", 0.8, 2)],
+                     items=xs, references=gold, scope="workers", target=0.9, delta=0.1)
+    assert cert.threshold is not None and 0 <= cert.threshold <= 1
+    assert cert.statement == "agreement >= 0.9 on the items the workers decide, with probability >= 0.9"
+    assert cert.judge_call_rate is not None and cert.judge_call_rate < 1
+    c = cert.cascade(by_text("judge", word_label))
+    recs = c.classify([Item(str(i), {"text": t}) for i, t in enumerate(xs[:50])])
+    assert len(recs) == 50 and {r.decided_by for r in recs} <= {"workers", "judge"}
+    out = cert.save(Path(str(tmp_path)) / "c.toml", judge="qwen2.5-1.5b")
+    text = out.read_text(encoding="utf-8")
+    assert "threshold" in text and "qwen2.5-1.5b" in text
+    # an impossible target: no threshold, a statement that says so, nothing to save
+    none = calibrate(task="sentiment", workers=[noisy("a", 0.5, 1), noisy("b", 0.5, 2)],
+                     items=xs[:100], references=gold[:100], scope="workers", target=0.99)
+    assert none.threshold is None and none.statement
+    with pytest.raises(SpeculabelError, match="nothing to save"):
+        none.save(Path(str(tmp_path)) / "none.toml")
+
+
+def test_calibrate_asks_the_judge_when_given_no_labels_and_refuses_bad_settings() -> None:
+    from speculabel import calibrate
+
+    xs = texts(300)
+    cert = calibrate(task="sentiment", workers=[noisy("a", 0.9, 3), noisy("b", 0.9, 4)],
+                     items=xs, judge=by_text("judge", word_label), scope="dataset", target=0.85)
+    assert cert.threshold is not None and cert.reference == "judge"
+    with pytest.raises(SpeculabelError, match="scope"):
+        calibrate(task="sentiment", workers=[noisy("a", 0.9, 3)], items=xs, references=xs,
+                  scope="everything")
+    with pytest.raises(SpeculabelError, match="300 items"):
+        calibrate(task="sentiment", workers=[noisy("a", 0.9, 3)], items=xs, references=["x"])
+    with pytest.raises(SpeculabelError, match="judge"):
+        calibrate(task="sentiment", workers=[noisy("a", 0.9, 3)], items=xs, scope="dataset")
+    with pytest.raises(SpeculabelError, match="strictly between 0 and 1"):
+        calibrate(task="sentiment", workers=[noisy("a", 0.9, 3)], items=xs,
+                  references=[word_label(t) for t in xs], target=1.0)
