@@ -10,11 +10,13 @@ a large judge model labels the rest (arXiv 2503.18076, extended).
     records = cascade.classify(items)
 
 Importing this package loads no model library: backends import theirs when they are built.
+Every error it raises on purpose derives from :class:`SpeculabelError`.
 """
 
 from speculabel.backends.base import Backend, BackendError, FunctionBackend
 from speculabel.backends.registry import load_backend
 from speculabel.cascade import Cascade, CascadeConfig, build_cascade, load_config
+from speculabel.errors import PendingError, SpeculabelError
 from speculabel.policy import ConfidentMajority, Majority, Unanimous, WeightedVote, make_policy
 from speculabel.records import Item, Record, Vote
 from speculabel.tasks import Example, Label, Task, load_task
@@ -32,7 +34,9 @@ __all__ = [
     "Item",
     "Label",
     "Majority",
+    "PendingError",
     "Record",
+    "SpeculabelError",
     "Task",
     "Unanimous",
     "Vote",

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from speculabel.errors import SpeculabelError
 from speculabel.policy import PolicyError, RuleName, check_policy
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def default_workers(task: str) -> list[str]:
     return list(TASK_DEFAULT_WORKERS.get(task, DEFAULT_WORKERS))
 
 
-class ConfigError(ValueError):
+class ConfigError(SpeculabelError, ValueError):
     """The settings are invalid; the message names the file (or flag) and the key."""
 
 
