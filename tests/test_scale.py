@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import needs
 from speculabel.backends.base import Backend
 from speculabel.cascade.config import make_config
 from speculabel.cascade.run import Cascade
@@ -315,7 +316,7 @@ def test_cli_ray_flags_need_the_ray_engine(tweets: Path, tmp_path: Path) -> None
 
 def test_cli_ray_refuses_an_output_that_is_not_a_results_directory(tweets: Path,
                                                                    tmp_path: Path) -> None:
-    pytest.importorskip("ray.data", reason="needs pip install 'speculabel[ray]'")
+    needs.module("ray.data", needs.RAY)
     base = ["classify", str(tweets), "--engine", "ray", "--id-column", "id", "--judge-only",
             "--judge", "vader", "--no-votes"]
     res = runner.invoke(app(), [*base, "-o", str(tweets)])
@@ -328,7 +329,7 @@ def test_cli_ray_refuses_an_output_that_is_not_a_results_directory(tweets: Path,
 
 
 def test_a_config_with_a_ray_table_runs_in_one_process_too(tweets: Path, tmp_path: Path) -> None:
-    pytest.importorskip("vaderSentiment", reason="needs pip install 'speculabel[bench]'")
+    needs.module("vaderSentiment", needs.BENCH)
     cfg = tmp_path / "cascade.toml"
     cfg.write_text('judge_only = true\njudge = "vader"\n[ray]\npool_size = 2\n')
     out = tmp_path / "o.jsonl"

@@ -10,6 +10,7 @@ a large judge model labels the rest (arXiv 2503.18076, extended).
     records = cascade.classify(items)
 
 Importing this package loads no model library: backends import theirs when they are built.
+Every error it raises on purpose derives from :class:`SpeculabelError`.
 """
 
 from speculabel.backends.base import Backend, BackendError, FunctionBackend

@@ -16,11 +16,12 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, ClassVar
 
+from speculabel.errors import SpeculabelError
 from speculabel.records import Item, Vote
 from speculabel.tasks import Task
 
 
-class BackendError(RuntimeError):
+class BackendError(SpeculabelError, RuntimeError):
     """A model could not be loaded or reached at all (as opposed to one item failing)."""
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from speculabel.errors import SpeculabelError
 from speculabel.records import Item, Vote
 from speculabel.tasks import Task
 
@@ -69,7 +70,7 @@ def item_key(task: Task, item: Item) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
 
 
-class VoteStoreError(RuntimeError):
+class VoteStoreError(SpeculabelError, RuntimeError):
     """The vote store cannot be opened or used; the message names its path."""
 
 
