@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import pytest
 
+import needs
 from speculabel import Cascade, FunctionBackend, Item, SpeculabelError, make_policy
 from speculabel.backends.base import Backend
 from speculabel.bench.simulate import VoteTable, simulate
@@ -187,7 +188,7 @@ def test_predict_takes_pairs_for_a_pair_task() -> None:
 
 
 def test_classify_frame_keeps_the_index_and_adds_columns() -> None:
-    pd = pytest.importorskip("pandas", reason="pandas is installed by the [ray] extra")
+    pd = needs.module("pandas", needs.RAY)
     df = pd.DataFrame({"text": ["good", None, "bad", "good"], "n": [1, 2, 3, 4]},
                       index=[10, 7, 3, 7])
     out = cascade().classify_frame(df, text="text")

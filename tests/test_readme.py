@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pytest
+
+import needs
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -25,14 +26,9 @@ def test_the_readme_has_python_examples() -> None:
 @pytest.mark.parametrize("index", [0, 1])
 def test_readme_example_runs(index: int, tmp_path: Path, qwen15_path: Path, gemma_path: Path,
                              monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("pandas", reason="pandas (installed by the [ray] extra)")
-    from speculabel.io.datasets import DataMissing, shared_data_dir
+    from speculabel.io.datasets import shared_data_dir
 
-    try:
-        shared_data_dir("tweeteval-sentiment")
-    except DataMissing as e:
-        if os.environ.get("CI"):
-            pytest.fail(str(e))
-        pytest.skip(str(e))
+    needs.module("pandas", needs.RAY)
+    needs.data(lambda: shared_data_dir("tweeteval-sentiment"), "tweeteval-sentiment")
     monkeypatch.chdir(tmp_path)
     exec(compile(python_blocks()[index], f"README.md example {index + 1}", "exec"), {})
