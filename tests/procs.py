@@ -23,4 +23,6 @@ def wait_until(proc: subprocess.Popen[Any], ready: Callable[[], bool], what: str
             text = err.decode(errors="replace") if isinstance(err, bytes) else err
             pytest.fail(f"{what}: the run ended first: {text[-2000:]}")
         time.sleep(poll)
+    proc.kill()  # never leave a run behind to load the machine
+    proc.wait()
     pytest.fail(f"{what}: not after {timeout:g} s")

@@ -306,3 +306,63 @@ def test_calibrate_asks_the_judge_when_given_no_labels_and_refuses_bad_settings(
     with pytest.raises(SpeculabelError, match="strictly between 0 and 1"):
         calibrate(task="sentiment", workers=[noisy("a", 0.9, 3)], items=xs,
                   references=[word_label(t) for t in xs], target=1.0)
+
+
+class Cheap(Backend):
+    """A cheap worker (an embedding or lexicon kind): it asks for large batches."""
+
+    batch_hint = 64
+
+    def __init__(self, spec: str, fn: object) -> None:
+        self.spec, self.fn, self.calls = spec, fn, []  # type: ignore[var-annotated]
+
+    def fingerprint(self) -> str:
+        return self.spec
+
+    def score(self, task: Task, items: Sequence[Item]) -> list[Vote]:
+        self.calls.append(len(items))
+        return [Vote.from_probs(self.spec, {x: 0.9 if x == self.fn(it.fields["text"])  # type: ignore[operator]
+                                            else 0.05 for x in task.label_names}) for it in items]
+
+
+def test_cheap_workers_get_growing_batches_and_the_judge_its_own() -> None:
+    a, b = Cheap("a", word_label), Cheap("b", length_label)
+    judge_sizes: list[int] = []
+
+    def judge_fn(task: Task, items: Sequence[Item]) -> list[dict[str, float]]:
+        judge_sizes.append(len(items))
+        return [{x: 0.8 if x == word_label(it.fields["text"]) else 0.1 for x in task.label_names}
+                for it in items]
+
+    c = Cascade(SENTIMENT, [a, b], FunctionBackend("judge", judge_fn), make_policy("majority"),
+                batch_size=8)
+    assert c.worker_batch == 64
+    recs = c.classify([Item(str(i), {"text": t}) for i, t in enumerate(texts(300))])
+    assert [r.id for r in recs] == [str(i) for i in range(300)]
+    assert a.calls[:4] == [8, 16, 32, 64] and max(a.calls) == 64 and sum(a.calls) == 300
+    assert judge_sizes and max(judge_sizes) <= 8
+    # an LLM-like worker (no hint) keeps the cascade at its batch size
+    slow = by_text("slow", word_label)
+    assert Cascade(SENTIMENT, [a, slow], None, make_policy("majority")).worker_batch == 8
+
+
+def test_workers_sharing_an_embedder_embed_each_text_once() -> None:
+    import numpy as np
+
+    from speculabel.backends.learner.embed import MiniLMEmbedder
+
+    seen: list[str] = []
+
+    class Model:
+        def encode(self, texts: list[str], **kw: object) -> np.ndarray:
+            seen.extend(texts)
+            return np.ones((len(texts), 4), dtype=np.float32)
+
+    emb = MiniLMEmbedder()
+    emb._model = Model()
+    emb(["a", "b", "a"])
+    emb(["b", "c"])
+    assert seen == ["a", "b", "c"]
+    emb.forget()
+    emb(["a"])
+    assert seen == ["a", "b", "c", "a"]

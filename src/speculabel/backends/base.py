@@ -37,6 +37,10 @@ class Backend(ABC):
     spec: str = ""
     #: votes depend on (model, task, item) alone, so a vote store may keep them
     cacheable: ClassVar[bool] = True
+    #: how many items this model scores best in one call when it is cheap (embeddings,
+    #: lexicons: hundreds); None for models whose cost is per item (LLMs), which the cascade
+    #: keeps to its own batch size so that progress and a stop are seen often
+    batch_hint: ClassVar[int | None] = None
 
     @property
     def name(self) -> str:

@@ -65,6 +65,8 @@ def vader_label(c: float) -> str:
 class VaderBackend(Backend):
     """The VADER lexicon (package ``vaderSentiment``) behind the :class:`Backend` interface."""
 
+    batch_hint = 512
+
     def __init__(self, spec: str = "vader") -> None:
         self.spec = spec
         try:

@@ -181,6 +181,11 @@ class Cascade(Surface):
 
         self.workers = [wrap(w) for w in workers]
         self.judge = wrap(judge) if judge is not None else None
+        hints = [unwrap(w).batch_hint for w in self.workers]
+        #: items the workers see at once: hundreds when every worker is cheap (embeddings,
+        #: lexicons), else ``batch_size``; the judge is always asked ``batch_size`` at a time
+        self.worker_batch = (max(self.batch_size, min(h for h in hints if h is not None))
+                             if hints and None not in hints else self.batch_size)
         self.rules = Rules(policy, len(self.workers), parallel_workers, self.early_exit)
         self.stats = CascadeStats()
         #: polled between model calls; when it returns True the run stops (KeyboardInterrupt)
@@ -217,12 +222,14 @@ class Cascade(Surface):
         stood in the input)."""
         t0 = time.perf_counter()
         batch: list[tuple[int, Item]] = []
+        size = self.batch_size  # doubles up to worker_batch: learners get labels early
         try:
             for pos, item in enumerate(items):
                 batch.append((pos, item))
-                if len(batch) >= self.batch_size:
+                if len(batch) >= size:
                     yield from self._run_batch(batch, ordered)
                     batch = []
+                    size = min(2 * size, self.worker_batch)
             if batch:
                 yield from self._run_batch(batch, ordered)
         finally:
@@ -290,16 +297,18 @@ class Cascade(Surface):
             return []
         if self.judge is None:
             return [unjudged(e, self.rules) for e in escalations]
-        items = [e.item for e in escalations]
-        jvs = self._judge_votes(items)
-        records = [settle(e, jv, self.rules) for e, jv in zip(escalations, jvs, strict=True)]
-        learned = [(e.item, jv.label) for e, jv in zip(escalations, jvs, strict=True)
-                   if jv.label is not None]
-        if learned:
-            for w in self.workers:
-                inner = unwrap(w)
-                if isinstance(inner, Learner):
-                    inner.observe([it for it, _ in learned], [lab for _, lab in learned])
+        records: list[Record] = []
+        for start in range(0, len(escalations), self.batch_size):  # the judge's own batch
+            part = escalations[start:start + self.batch_size]
+            jvs = self._judge_votes([e.item for e in part])
+            records.extend(settle(e, jv, self.rules) for e, jv in zip(part, jvs, strict=True))
+            learned = [(e.item, jv.label) for e, jv in zip(part, jvs, strict=True)
+                       if jv.label is not None]
+            if learned:
+                for w in self.workers:
+                    inner = unwrap(w)
+                    if isinstance(inner, Learner):
+                        inner.observe([it for it, _ in learned], [lab for _, lab in learned])
         return records
 
     def _judge_votes(self, items: list[Item]) -> list[Vote]:

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from speculabel.backends.base import Backend, BackendError
-from speculabel.backends.learner.embed import EmbedFn, MiniLMEmbedder, row_key, text_key
+from speculabel.backends.learner.embed import EmbedFn, row_key, shared_embedder, text_key
 from speculabel.backends.learner.persist import LearnerDir, read_embeddings
 from speculabel.records import Item, Vote
 from speculabel.tasks import Task
@@ -52,6 +52,7 @@ class LearningWorker(Backend):
     """Embeddings + a fitted head, learning from labels (see the module docstring)."""
 
     cacheable = False  # its votes change as it learns: a vote store must not keep them
+    batch_hint = 256  # embeddings in large batches
     #: the spec's kind and the only model name it knows (``learner:minilm``)
     KIND: ClassVar[str] = ""
     OPTIONS: ClassVar[tuple[str, ...]] = ("directory", "min_per_class", "retrain_every",
@@ -82,7 +83,7 @@ class LearningWorker(Backend):
         #: retrain by itself as labels arrive (False: an adaptive run decides when, see
         #: :meth:`candidate` and :meth:`install`)
         self.auto_retrain = True
-        self._embed: EmbedFn = embedder if embedder is not None else MiniLMEmbedder()
+        self._embed: EmbedFn = embedder if embedder is not None else shared_embedder()
         self.embedder_name = getattr(self._embed, "name", type(self._embed).__name__)
         self.labels: list[str] | None = list(labels) if labels else None
         self.fields: tuple[str, ...] | None = None
@@ -170,8 +171,12 @@ class LearningWorker(Backend):
         return tuple(str(item.fields.get(f, "")) for f in names)
 
     def forget_cache(self) -> None:
-        """Drop the embedding cache (a timed run starts cold; see ``Memoising``)."""
+        """Drop the embedding caches, the worker's and its embedder's (a timed run starts
+        cold; see ``Memoising``)."""
         self._cache = {}
+        forget = getattr(self._embed, "forget", None)
+        if callable(forget):
+            forget()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length embeddings, each text embedded once (cached, and kept in the directory)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -52,16 +53,48 @@ class MiniLMEmbedder:
             self._model = SentenceTransformer(str(path), device=self.device)
         return self._model
 
+    #: texts whose embeddings are kept (about 1.5 kB each): every worker sharing this embedder
+    #: finds a text another one embedded (the learner and the similarity worker of one cascade)
+    max_cached = 100_000
+
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        model = self._load()
-        out = model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return np.asarray(out, dtype=np.float32)
+        cache = self.__dict__.setdefault("_cache", OrderedDict())
+        keys = [text_key(t) for t in texts]
+        todo = list(dict.fromkeys(k for k in keys if k not in cache))
+        if todo:
+            first = dict(zip(keys, texts, strict=True))
+            model = self._load()
+            out = model.encode(
+                [first[k] for k in todo],
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            for k, v in zip(todo, np.asarray(out, dtype=np.float32), strict=True):
+                cache[k] = v
+        for k in keys:
+            cache.move_to_end(k)
+        rows = [cache[k] for k in keys]
+        while len(cache) > self.max_cached:
+            cache.popitem(last=False)
+        return np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+
+    def forget(self) -> None:
+        """Drop the shared cache (a timed run starts cold)."""
+        self.__dict__.pop("_cache", None)
+
+
+_SHARED: dict[tuple[int, str], MiniLMEmbedder] = {}
+
+
+def shared_embedder(batch_size: int = 64, device: str = "cpu") -> MiniLMEmbedder:
+    """One MiniLM per process (and batch size, device): loaded once, each text embedded once
+    for every worker that uses it."""
+    key = (batch_size, device)
+    if key not in _SHARED:
+        _SHARED[key] = MiniLMEmbedder(batch_size, device)
+    return _SHARED[key]
 
 
 def row_key(fields: Sequence[str]) -> str:
