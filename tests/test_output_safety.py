@@ -205,6 +205,7 @@ def test_a_store_that_turns_read_only_mid_run(tmp_path: Path, fake: Any,
     assert "--no-votes" in lines[0] and str(tmp_path / "v.sqlite") in lines[0]
     recs = _records(tmp_path / "out.jsonl")  # whole records only, each once
     assert 0 < len(recs) < 24 and len({r["id"] for r in recs}) == len(recs)
+    assert f"the {len(recs)} records decided are saved in" in lines[0]
 
 
 def test_a_store_with_a_damaged_page(tmp_path: Path, fake: Any) -> None:
@@ -228,5 +229,6 @@ def test_a_store_with_a_damaged_page(tmp_path: Path, fake: Any) -> None:
     assert len(lines) == 1 and "Traceback" not in text, text
     assert "is damaged" in lines[0] and "move or delete it" in lines[0] and "--no-votes" in lines[0]
     assert "writable" not in lines[0]  # the remedy of a read-only store would not help
+    assert "nothing was written" in lines[0]
     assert not (tmp_path / "out.jsonl").exists()  # nothing half-written: no 0-byte results
     assert not (tmp_path / "out.jsonl.meta.json").exists()

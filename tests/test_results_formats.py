@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from speculabel.io.results import ResultsError, ResultsFile, RunInfo
 from speculabel.records import Record, Vote
+
+pytest_plugins = ["fake_openai"]
 
 RUN = RunInfo({"task": "sentiment", "judge": "j1"}, {"path": "/in.csv"})
 OTHER = RunInfo({"task": "sentiment", "judge": "j2"}, {"path": "/in.csv"})
@@ -194,3 +197,38 @@ def test_a_failed_write_leaves_no_torn_line(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.undo()
     rf.close()
     assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["1"]
+
+
+# ------------------------------------------------------------------ from the command line
+
+
+@pytest.mark.parametrize("name", ["out.parquet", "out.csv"])
+def test_classify_writes_the_table_its_name_asks_for(tmp_path: Path, fake: Any,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     name: str) -> None:
+    pd = pytest.importorskip("pandas", reason="pandas not installed")
+    if name.endswith(".parquet"):
+        pytest.importorskip("pyarrow", reason="pyarrow not installed (extra 'parquet')")
+    from typer.testing import CliRunner
+
+    from speculabel.cli import app
+
+    _, url = fake
+    monkeypatch.setenv("SPECULABEL_HOME", str(tmp_path / "home"))
+    inp = tmp_path / "in.csv"
+    inp.write_text("id,text\n1,I love it\n2,awful\n3,\n4,the bus\n")  # 3: empty text
+    out = tmp_path / name
+    args = ["classify", str(inp), "-o", str(out), "--task", "sentiment", "--id-column", "id",
+            f"--workers=vader,openai:m2@{url}", f"--judge=openai:m1@{url}", "-q"]
+    res = CliRunner().invoke(app, [*args, "--limit", "2"])
+    assert res.exit_code == 0, res.output
+
+    def read(p: Path) -> Any:
+        return pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p, dtype={"id": str})
+
+    assert [str(i) for i in read(out)["id"]] == ["1", "2"]
+    res = CliRunner().invoke(app, args)  # resumed: the table grows to every row, once each
+    assert res.exit_code == 0, res.output
+    df = read(out)
+    assert sorted(str(i) for i in df["id"]) == ["1", "2", "3", "4"] and len(df) == 4
+    assert df.loc[df["id"].astype(str) == "3", "error_kind"].tolist() == ["input"]

@@ -255,8 +255,12 @@ def classify(
     try:
         with results:  # holds OUT.lock: the learner folders and OUT.adaptive/ are ours too
             stats = _run(cfg, the_task, rows, todo, results, out_path, votes, no_votes, quiet)
-    except (ResultsError, VoteStoreError) as e:  # disk full, a store fault: what is saved stays
+    except ResultsError as e:  # disk full: the message says what is saved
         raise fail(str(e)) from None
+    except VoteStoreError as e:  # a store fault: what is decided stays saved
+        saved = (f"; the {results.saved} records decided are saved in {out_path}: rerun the "
+                 "same command to resume" if results.saved else "; nothing was written")
+        raise fail(f"{e}{saved}") from None
     if stats is not None:
         _finish(*stats, out_path)
 

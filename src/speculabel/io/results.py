@@ -294,8 +294,9 @@ class ResultsFile:
         """Write the table (``-o x.parquet`` / ``.csv``) from the journal; JSON Lines: no-op."""
         if self.format == "jsonl" or not self.journal.exists():
             return
-        if not self._changed and self.path.exists():
-            return
+        if (not self._changed and self.path.exists()
+                and self.path.stat().st_mtime_ns >= self.journal.stat().st_mtime_ns):
+            return  # the table is as new as its journal
         lines = self.journal.read_text(encoding="utf-8").splitlines()
         try:
             write_table(self.path, self.format, [json.loads(x) for x in lines if x.strip()])
