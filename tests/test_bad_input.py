@@ -118,6 +118,9 @@ CASES = [
     # ------------------------------------------------------------ unwritable places
     Case("vote store under a file", BASE, 2, "cannot open the vote store",
          files={"home": "a file"}, env={"SPECULABEL_HOME": "{tmp}/home/sub"}, after="empty"),
+    Case("vote store that is not a database", [*BASE, "--votes", "{tmp}/v.sqlite"], 2,
+         "is damaged (file is not a database): move or delete it",
+         files={"v.sqlite": b"not sqlite at all " * 300}, after="absent"),
     Case("output under a file", [*BASE[:3], "{tmp}/f/out.jsonl", *BASE[4:]], 2,
          "is a file, not a directory", files={"f": "x"}),
     Case("output is a directory", [*BASE[:3], "{tmp}", *BASE[4:]], 2, "is a directory"),
