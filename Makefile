@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-fast lint typecheck bench-sentiment bench-tickets bench-stream clean
+.PHONY: setup demo test test-fast lint typecheck imports bench-sentiment bench-tickets bench-stream clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,14 +26,16 @@ demo: setup
 test: setup
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
-# The edit-test loop (after one `make setup`): lint, types and every test that needs no real
-# model and no server, in about a minute.
+# The edit-test loop (after one `make setup`): lint, types, the import layers (pyproject's
+# [tool.importlinter]) and every test that needs no real model and no server, in about a minute.
 test-fast:
 	@test -x $(BIN)/speculabel || { echo "run 'make setup' once first"; exit 2; }
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -m "not slow and not server"
 
 lint:
@@ -41,6 +43,9 @@ lint:
 
 typecheck:
 	$(BIN)/mypy
+
+imports:
+	$(BIN)/lint-imports
 
 # Adaptive runs (classify --adaptive) replayed over two streams in 20 random orders each, with
 # the judge's votes from the store: TweetEval (6,000 tweets) and Banking77 pairs (3,000), each with

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from speculabel import models
+import needs
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,12 +20,8 @@ def _hf_offline() -> Iterator[None]:
 
 
 def _installed(name: str) -> Path:
-    if not models.is_installed(name):
-        msg = f"model {name} not installed: run `speculabel models pull {name}`"
-        if os.environ.get("CI"):  # CI installs every model first: a missing one is a failure
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return models.model_path(name)
+    """A model's file; a skip naming it when it is not installed (a failure under CI)."""
+    return needs.model(name)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import needs
 from speculabel.backends.openai.local_server import LlamaServer, free_port
 
 __all__ = ["LlamaServer", "free_port", "llama_server", "make_llama_server"]
@@ -19,16 +20,8 @@ SERVER_MODELS = ("smollm2-135m", "qwen2.5-0.5b")
 
 def server_prerequisites(models: tuple[str, ...] = SERVER_MODELS) -> dict[str, Path]:
     """The GGUF paths of ``models``, or a pytest skip naming what is missing."""
-    try:
-        import llama_cpp.server  # noqa: F401
-    except ImportError as e:
-        pytest.skip(f"llama-cpp-python[server] is not installed ({e}); run scripts/install-llama.sh")
-    from speculabel.models import is_installed, model_path
-
-    missing = [m for m in models if not is_installed(m)]
-    if missing:
-        pytest.skip(f"models not installed: {', '.join(missing)} (speculabel models pull NAME)")
-    return {m: model_path(m) for m in models}
+    needs.module("llama_cpp.server", needs.LLAMA)
+    return {m: needs.model(m) for m in models}
 
 
 @pytest.fixture(scope="session")

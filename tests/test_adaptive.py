@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import needs
 from speculabel.adaptive.plan import AdaptiveSettings, look_due, phase, planned_looks
 from speculabel.adaptive.report import report, statement
 from speculabel.adaptive.run import AdaptiveCascade
@@ -161,7 +162,7 @@ def test_classify_adaptive_runs_resumes_after_kill_and_certifies(
 
     from procs import wait_until
 
-    pytest.importorskip("sentence_transformers", reason="needs pip install 'speculabel[embed]'")
+    needs.module("sentence_transformers", needs.EMBED)
     f, url = fake  # type: ignore[misc]
     f.top_for = _judge_rule
     items, _ = _stream(1500, seed=7)

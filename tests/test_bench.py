@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import needs
 from speculabel.backends.base import Backend, BackendError
 from speculabel.bench.analyse import select_best, sweep
 from speculabel.bench.core import report_from_store, run_bench
@@ -281,7 +282,7 @@ def test_bench_needs_three_models(tmp_path: Path) -> None:
 
 
 def test_vader_mapping_and_votes() -> None:
-    pytest.importorskip("vaderSentiment")
+    needs.module("vaderSentiment", needs.BENCH)
     from speculabel.backends.lexicon import compound_to_probs, from_spec, vader_label
 
     for c in [-1.0, -0.6, -0.05, -0.049, 0.0, 0.03, 0.05, 0.2, 0.99, 1.0]:
@@ -309,7 +310,7 @@ def test_vader_mapping_and_votes() -> None:
 
 
 def test_vader_through_registry() -> None:
-    pytest.importorskip("vaderSentiment")
+    needs.module("vaderSentiment", needs.BENCH)
     from speculabel.backends.registry import load_backend
 
     b = load_backend("vader")
@@ -395,13 +396,10 @@ def test_cli_bench_on_a_csv_with_gold(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def _need_models(*names: str) -> None:
-    pytest.importorskip("llama_cpp")
-    pytest.importorskip("vaderSentiment")
-    from speculabel.models import is_installed
-
-    missing = [n for n in names if not is_installed(n)]
-    if missing:
-        pytest.skip(f"models not installed: {missing} (speculabel models pull ...)")
+    needs.module("llama_cpp", needs.LLAMA)
+    needs.module("vaderSentiment", needs.BENCH)
+    for name in names:
+        needs.model(name)
 
 
 @pytest.mark.slow
@@ -409,12 +407,9 @@ def _need_models(*names: str) -> None:
 def test_bench_real_models(tmp_path: Path) -> None:
     """smollm2-135m + VADER as workers, qwen2.5-0.5b as judge, 5 tweets, through the CLI."""
     _need_models("smollm2-135m", "qwen2.5-0.5b")
-    from speculabel.io.datasets import DataMissing, shared_data_dir
+    from speculabel.io.datasets import shared_data_dir
 
-    try:
-        shared_data_dir("tweeteval-sentiment")
-    except DataMissing as e:
-        pytest.skip(str(e))
+    needs.data(lambda: shared_data_dir("tweeteval-sentiment"), "tweeteval-sentiment")
     out, store = tmp_path / "out", tmp_path / "v.sqlite"
     args = ["bench", "--dataset", "tweeteval", "--limit", "5",
             "--models", "vader,smollm2-135m,qwen2.5-0.5b", "--out", str(out),

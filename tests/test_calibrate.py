@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import needs
 from speculabel.calibration.choose import choose_model_calibration
 from speculabel.calibration.offsets import contextual_offsets
 from speculabel.calibration.temperature import apply_calibration, fit_temperature
@@ -426,7 +427,7 @@ def _labelled_csv(path: Path) -> Path:
 
 
 def test_calibrate_command_writes_a_config_classify_reads(tmp_path: Path) -> None:
-    pytest.importorskip("vaderSentiment", reason="needs vaderSentiment: pip install vaderSentiment")
+    needs.module("vaderSentiment", needs.BENCH)
     from typer.testing import CliRunner
 
     from speculabel.cli import app

@@ -89,11 +89,14 @@ class Down(Backend):
                 for _ in items]
 
 
-def test_judge_down_leaves_items_pending() -> None:
-    c = Cascade(SENTIMENT, [rule(A), rule(B)], Down(), Majority())
+def test_judge_down_gives_every_item_a_record_and_counts_it_pending() -> None:
+    c = Cascade(SENTIMENT, [rule(A), rule(B)], Down(), Majority(), retry_wait_s=0)
     recs = c.classify(ITEMS)
-    assert {r.id for r in recs} == {"0", "1"}  # worker-decided only
-    assert c.stats.pending == 2
+    assert [r.id for r in recs] == ["0", "1", "2", "3"]
+    assert [r.decided_by for r in recs] == ["workers", "workers", None, None]
+    assert [r.error_kind for r in recs[2:]] == ["no_judge", "no_judge"]
+    assert all(r.retryable and "judge unavailable" in (r.error or "") for r in recs[2:])
+    assert c.stats.pending == 2 and c.stats.errors == 0
 
 
 def test_a_judge_abstention_that_is_not_retryable_is_a_final_error_record() -> None:

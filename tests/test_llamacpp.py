@@ -22,12 +22,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+import needs
 from speculabel.records import Item, normalise_logprobs
 from speculabel.tasks import SENTIMENT, SIMILAR_TICKET, Label, Task
 
-llama_cpp = pytest.importorskip(
-    "llama_cpp", reason="llama-cpp-python not installed: run scripts/install-llama.sh"
-)
+llama_cpp = needs.module("llama_cpp", needs.LLAMA, module_level=True)
 
 from speculabel.backends.base import BackendError  # noqa: E402
 from speculabel.backends.llamacpp.backend import SCORING_VERSION, LlamaCppBackend, from_spec  # noqa: E402

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+import needs
 from fake_openai import Fake
 from speculabel.backends.base import BackendError
 from speculabel.backends.openai.backend import OpenAIBackend, from_spec, parse_spec
@@ -305,12 +306,9 @@ def test_registry_loads_openai_specs(fake: tuple[Fake, str]) -> None:
 
 # ----------------------------------------------------------------------------- real server
 def _tweets(n: int, offset: int = 0) -> list[Item]:
-    from speculabel.io.datasets import DataMissing, tweeteval
+    from speculabel.io.datasets import tweeteval
 
-    try:
-        return tweeteval("val", limit=offset + n).items[offset:]
-    except DataMissing as e:
-        pytest.skip(str(e))
+    return needs.data(lambda: tweeteval("val", limit=offset + n).items[offset:], "tweeteval")
 
 
 def _in_process(name: str) -> Any:

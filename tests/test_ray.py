@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import needs
 from procs import wait_until
 from speculabel.io.datasets import shared_data_dir
 
@@ -39,21 +40,11 @@ n_threads = 1
 """
 
 
-def _need(module: str, what: str) -> None:
-    try:
-        __import__(module)
-    except ImportError as e:
-        msg = f"{what} is not installed ({e}): pip install 'speculabel[ray,bench]'"
-        if os.environ.get("CI"):  # CI installs every extra: a missing one is a failure
-            pytest.fail(msg)
-        pytest.skip(msg)
-
-
 @pytest.fixture(scope="module")
 def ray_address() -> Iterator[str]:
     """A local Ray instance for this module; the CLI runs join it with --address."""
-    _need("ray.data", "Ray Data")
-    _need("vaderSentiment", "vaderSentiment")
+    needs.module("ray.data", needs.RAY)
+    needs.module("vaderSentiment", needs.BENCH)
     import ray
 
     ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
@@ -64,10 +55,7 @@ def ray_address() -> Iterator[str]:
 
 @pytest.fixture
 def tweets(tmp_path: Path, smollm2_path: Path, gemma_path: Path) -> Path:
-    try:
-        d = shared_data_dir() / "tweeteval-sentiment"
-    except FileNotFoundError as e:
-        pytest.skip(f"data missing: {e}")
+    d = needs.data(lambda: shared_data_dir("tweeteval-sentiment"), "tweeteval-sentiment")
     texts = (d / "val_text.txt").read_text(encoding="utf-8").splitlines()[:N]
     p = tmp_path / "tweets.csv"
     with p.open("w", newline="", encoding="utf-8") as fh:
@@ -228,7 +216,7 @@ def _pids(tag: str) -> list[int]:
 def test_model_actors_killed_mid_run_are_restarted_without_duplicates(
         tweets: Path, tmp_path: Path, ray_address: str) -> None:
     if not Path("/proc/self/stat").exists():
-        pytest.skip("needs /proc to find the actor processes")
+        needs.missing("/proc (Linux), to find the actor processes")
     out = tmp_path / "out"
     proc = subprocess.Popen(_args(tweets, out, ray_address, "-q"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import needs
 from speculabel.backends.base import Backend
 from speculabel.cascade.config import make_config
 from speculabel.cascade.run import Cascade
@@ -98,7 +99,7 @@ def _compare(workers: list[Backend], judge: Backend, **cfg_kw: object) -> list[d
     cascade = Cascade(SENTIMENT, workers, judge,
                       make_policy(cfg.policy, cfg.threshold, weights=cfg.weights),
                       early_exit=cfg.early_exit, parallel_workers=cfg.parallel_workers,
-                      batch_size=4)
+                      batch_size=4, retry_wait_s=0)
     expected = [r.to_json() for r in cascade.classify(items)]
     shape = shape_of(cfg, SENTIMENT)
     raw = [{"id": it.id, "text": it.fields["text"]} for it in items]
@@ -108,6 +109,9 @@ def _compare(workers: list[Backend], judge: Backend, **cfg_kw: object) -> list[d
         steps = plan_steps(shape, [w.spec for w in workers], judge.spec)
         rows = run_steps(rows, shape, steps, {b.spec: b for b in [*workers, judge]})
         got.extend(finished_records(rows, None))
+    # an item the judge could not answer: the cascade's record is retryable (the CLI's rerun
+    # decides it again); the Ray stages write none, so the rerun finds the id missing
+    expected = [r for r in expected if r.get("error_kind") != "no_judge"]
     assert sorted(got, key=lambda r: str(r["id"])) == sorted(expected, key=lambda r: str(r["id"]))
     return got
 
@@ -312,7 +316,7 @@ def test_cli_ray_flags_need_the_ray_engine(tweets: Path, tmp_path: Path) -> None
 
 def test_cli_ray_refuses_an_output_that_is_not_a_results_directory(tweets: Path,
                                                                    tmp_path: Path) -> None:
-    pytest.importorskip("ray.data", reason="needs pip install 'speculabel[ray]'")
+    needs.module("ray.data", needs.RAY)
     base = ["classify", str(tweets), "--engine", "ray", "--id-column", "id", "--judge-only",
             "--judge", "vader", "--no-votes"]
     res = runner.invoke(app(), [*base, "-o", str(tweets)])
@@ -325,7 +329,7 @@ def test_cli_ray_refuses_an_output_that_is_not_a_results_directory(tweets: Path,
 
 
 def test_a_config_with_a_ray_table_runs_in_one_process_too(tweets: Path, tmp_path: Path) -> None:
-    pytest.importorskip("vaderSentiment", reason="needs pip install 'speculabel[bench]'")
+    needs.module("vaderSentiment", needs.BENCH)
     cfg = tmp_path / "cascade.toml"
     cfg.write_text('judge_only = true\njudge = "vader"\n[ray]\npool_size = 2\n')
     out = tmp_path / "o.jsonl"

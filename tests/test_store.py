@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import needs
 from speculabel.io.results import ResultsError, ResultsFile, RunInfo
 from speculabel.io.tables import InputError, RowError, read_items, read_labelled
 from speculabel.records import Item, Record, Vote
@@ -62,7 +63,7 @@ def test_jsonl_pairs_and_row_numbers(tmp_path: Path) -> None:
 
 
 def test_parquet(tmp_path: Path) -> None:
-    pa = pytest.importorskip("pyarrow", reason="pyarrow not installed (extra 'parquet')")
+    pa = needs.module("pyarrow", needs.PARQUET)
     import pyarrow.parquet as pq
 
     p = tmp_path / "in.parquet"
@@ -121,7 +122,7 @@ def test_unreadable_files_are_refused_with_the_reason(
     tmp_path: Path, name: str, data: bytes, phrase: str
 ) -> None:
     if name.endswith(".parquet"):
-        pytest.importorskip("pyarrow", reason="pyarrow not installed (extra 'parquet')")
+        needs.module("pyarrow", needs.PARQUET)
     p = tmp_path / name
     p.write_bytes(data)
     with pytest.raises(InputError, match=phrase) as e:

@@ -10,11 +10,14 @@ a large judge model labels the rest (arXiv 2503.18076, extended).
     records = cascade.classify(items)
 
 Importing this package loads no model library: backends import theirs when they are built.
+Every error it raises on purpose derives from :class:`SpeculabelError`.
 """
 
 from speculabel.backends.base import Backend, BackendError, FunctionBackend
 from speculabel.backends.registry import load_backend
 from speculabel.cascade import Cascade, CascadeConfig, build_cascade, load_config
+from speculabel.certify.api import Certificate, calibrate
+from speculabel.errors import PendingError, SpeculabelError
 from speculabel.policy import ConfidentMajority, Majority, Unanimous, WeightedVote, make_policy
 from speculabel.records import Item, Record, Vote
 from speculabel.tasks import Example, Label, Task, load_task
@@ -26,18 +29,22 @@ __all__ = [
     "BackendError",
     "Cascade",
     "CascadeConfig",
+    "Certificate",
     "ConfidentMajority",
     "Example",
     "FunctionBackend",
     "Item",
     "Label",
     "Majority",
+    "PendingError",
     "Record",
+    "SpeculabelError",
     "Task",
     "Unanimous",
     "Vote",
     "WeightedVote",
     "build_cascade",
+    "calibrate",
     "load_backend",
     "load_config",
     "load_task",

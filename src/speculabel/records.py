@@ -159,10 +159,32 @@ class Record:
     error_kind: ErrorKind | None = None
     row: int | None = None
     run: str | None = None
+    #: where the item stood in the input of the call that made this record (0-based; not
+    #: written to the results file)
+    position: int | None = field(default=None, compare=False, repr=False)
 
     @property
     def retryable(self) -> bool:
         return self.error_kind in RETRYABLE_ERRORS
+
+    def distribution(self) -> dict[str, float]:
+        """The decider's distribution over the labels: the judge's vote when the judge
+        decided, the mean of the answering workers' votes when they did; empty without a label."""
+        if self.label is None:
+            return {}
+        if self.decided_by == "judge" and self.judge_vote is not None:
+            return dict(self.judge_vote.probs)
+        answered = [v for v in self.votes if v.label is not None]
+        labels = {lab for v in answered for lab in v.probs}
+        return {lab: sum(v.probs.get(lab, 0.0) for v in answered) / len(answered)
+                for lab in sorted(labels)} if answered else {}
+
+    @property
+    def confidence(self) -> float | None:
+        """The probability the decider gives the final label (None without a label)."""
+        if self.label is None:
+            return None
+        return float(self.distribution().get(self.label, 0.0))
 
     def to_json(self) -> dict[str, Any]:
         from speculabel.redact import redact

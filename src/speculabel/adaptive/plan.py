@@ -30,42 +30,15 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
+from speculabel.cascade.config import AdaptiveSettings
+
+__all__ = ["AdaptiveSettings", "Phase", "level", "look_due", "order", "phase", "planned_looks", "uniform"]
+
 Phase = Literal["warmup-train", "warmup-audit", "audit", "run"]
-
-
-@dataclass(frozen=True)
-class AdaptiveSettings:
-    """What the user chose (flags or cascade.toml); see the module docstring."""
-
-    target: float = 0.85
-    delta: float = 0.1
-    scope: Literal["dataset", "workers"] = "dataset"
-    audit_rate: float = 0.05
-    warmup: int = 200
-    recertify_every: int = 500
-    seed: int = 0
-
-    def check(self) -> None:
-        if self.scope not in ("dataset", "workers"):
-            raise ValueError(f"adaptive runs certify scope dataset or workers, not {self.scope!r}")
-        if not 0 < self.target < 1:
-            raise ValueError(f"--target must be between 0 and 1, got {self.target:g}")
-        if not 0 < self.delta < 1:
-            raise ValueError(f"--delta must be between 0 and 1, got {self.delta:g}")
-        if not 0 < self.audit_rate < 1:
-            raise ValueError(f"--audit-rate must be between 0 and 1, got {self.audit_rate:g}")
-        if self.warmup < 2:
-            raise ValueError(f"--warmup must be at least 2 items, got {self.warmup}")
-        if self.recertify_every < 1:
-            raise ValueError("--recertify-every must be at least 1")
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def order(keys: list[str], seed: int) -> list[int]:

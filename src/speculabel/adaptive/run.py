@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 from speculabel.adaptive.plan import level, look_due, phase
 from speculabel.adaptive.state import AdaptiveState, AuditRow, Look
 from speculabel.backends.base import Backend, unwrap
 from speculabel.backends.learner.base import Head, LearningWorker
-from speculabel.cascade.run import CascadeStats
+from speculabel.cascade.decide import Escalation, Rules, decide_batch, settle
+from speculabel.cascade.run import CascadeStats, ask
 from speculabel.certify.scores import agreement_flags, policy_scores
 from speculabel.certify.threshold import calibrate_threshold
 from speculabel.io.votes import item_key
@@ -34,6 +34,18 @@ from speculabel.records import Item, Record, Vote
 from speculabel.tasks import Task
 
 RULE = "adaptive"
+_NONE = Decision(False, None, 0.0, "")
+
+
+class _NoThreshold(ConfidentMajority):
+    """Before the first certified look: the workers decide nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(1.0)
+
+    def decide(self, votes: Sequence[Vote], n_workers: int | None = None) -> Decision:
+        d = super().decide(votes, n_workers)
+        return Decision(False, d.label, d.support, "no certified threshold yet")
 
 
 class AdaptiveCascade:
@@ -53,6 +65,7 @@ class AdaptiveCascade:
                          if isinstance(w, LearningWorker)]
         for lw in self.learners:
             lw.auto_retrain = False  # heads change only when a look certifies them
+            lw.check_task(task)  # bound to the task's labels before the first look
         self.stats = CascadeStats()
 
     # ------------------------------------------------------------------ the run
@@ -77,42 +90,51 @@ class AdaptiveCascade:
             self.look(due, processed)
 
     def _batch(self, batch: list[tuple[int, Item]]) -> Iterator[Record]:
+        """One batch through the one decide core: the rule in force (a confident majority at
+        the certified threshold, or none yet) decides the run-phase items; warm-up, audit and
+        escalated items are settled by the judge."""
         s, task = self.settings, self.task
         phases = [phase(s, pos, item_key(task, it)) for pos, it in batch]
         items = [it for _, it in batch]
         voting = [i for i, ph in enumerate(phases) if ph in ("audit", "run")]
         votes: list[list[Vote]] = [[] for _ in batch]
-        for w in self.workers:
-            for i, v in zip(voting, w.score(task, [items[i] for i in voting]), strict=True):
+        for col in ask(task, self.workers, [items[i] for i in voting], False):
+            for i, v in zip(voting, col, strict=True):
                 votes[i].append(v)
+        thr = self.state.threshold
+        rules = Rules(ConfidentMajority(thr) if thr is not None else _NoThreshold(),
+                      len(self.workers))
+        decided, escalations = decide_batch([items[i] for i in voting], [votes[i] for i in voting],
+                                            rules)
         decisions: dict[int, Decision] = {}
+        accepted: dict[int, Record] = {}
+        for k, i in enumerate(voting):
+            rec = decided[k]
+            if rec is not None and phases[i] == "run":
+                accepted[i] = rec
+                rec.rule = f"{RULE} @{thr:g}: {rec.rule.split(': ', 1)[-1]}"
+            if rec is not None:
+                decisions[i] = Decision(True, rec.label, 0.0, rec.rule)
+        for esc in escalations:
+            decisions[voting[esc.index]] = esc.decision
         for i in voting:
-            if self.state.threshold is None:
-                decisions[i] = Decision(False, None, 0.0, "no certified threshold yet")
-            else:
-                decisions[i] = ConfidentMajority(self.state.threshold).decide(
-                    votes[i], len(self.workers))
-        to_judge = [i for i, ph in enumerate(phases)
-                    if ph != "run" or not decisions[i].accepted]
-        for i in voting:
-            if phases[i] == "run" and decisions[i].accepted:
-                yield self._record(items[i], decisions[i].label, "workers", votes[i],
-                                   f"{RULE} @{self.state.threshold:g}: {decisions[i].reason}")
-        judged = dict(zip(to_judge, self.judge.score(task, [items[i] for i in to_judge]),
-                          strict=True))
+            if i in accepted:
+                yield self._count(accepted[i])
+        to_judge = [i for i in range(len(batch)) if i not in accepted]
+        judged = dict(zip(to_judge, ask(task, [self.judge], [items[i] for i in to_judge],
+                                        False)[0], strict=True))
         train: list[tuple[Item, str]] = []
         audits: list[AuditRow] = []
         records: list[Record] = []
         for i in to_judge:
             jv, ph, item = judged[i], phases[i], items[i]
-            if jv.label is None and jv.retryable:
-                self.stats.pending += 1  # left for the next run; nothing written or learnt
-                continue
             why = {"warmup-train": "warm-up", "warmup-audit": "warm-up audit", "audit": "audit",
                    "run": f"escalated: {decisions[i].reason if i in decisions else ''}"}[ph]
-            records.append(self._record(item, jv.label, "judge", votes[i], f"{RULE}: {why}", jv))
+            rec = settle(Escalation(i, item, votes[i], decisions.get(i, _NONE), f"{RULE}: {why}"),
+                         jv, rules)
+            records.append(self._count(rec))
             if jv.label is None:
-                continue
+                continue  # unavailable (a rerun decides it) or unanswerable: nothing learnt
             if ph in ("warmup-audit", "audit"):
                 seen = decisions.get(i)
                 audits.append(AuditRow(item_key(task, item), item.id, batch[i][0],
@@ -127,16 +149,7 @@ class AdaptiveCascade:
                 lw.observe([it for it, _ in train], [lab for _, lab in train])
         yield from records
 
-    def _record(self, item: Item, label: str | None, by: Any, votes: list[Vote], rule: str,
-                jv: Vote | None = None) -> Record:
-        lat = sum(v.latency_s for v in votes if not v.cached)
-        if jv is not None and not jv.cached:
-            lat += jv.latency_s
-        rec = Record(item.id, label, by if label is not None else None, votes, jv, lat, rule,
-                     truncated=item.truncated or any(v.truncated for v in votes),
-                     error=None if label is not None or jv is None else
-                     f"judge abstained: {jv.error}",
-                     error_kind=None if label is not None else "judge", row=item.row)
+    def _count(self, rec: Record) -> Record:
         self.stats.add(rec)
         return rec
 

@@ -16,11 +16,12 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, ClassVar
 
+from speculabel.errors import SpeculabelError
 from speculabel.records import Item, Vote
 from speculabel.tasks import Task
 
 
-class BackendError(RuntimeError):
+class BackendError(SpeculabelError, RuntimeError):
     """A model could not be loaded or reached at all (as opposed to one item failing)."""
 
 
@@ -131,12 +132,25 @@ class FunctionBackend(Backend):
         if len(dists) != len(items):
             raise BackendError(f"{self.spec}: returned {len(dists)} results for {len(items)} items")
         dt = (time.perf_counter() - t0) / max(1, len(items))
-        votes = []
-        for d in dists:
-            total = sum(d.get(lab, 0.0) for lab in task.label_names)
-            if total <= 0:
-                votes.append(Vote.abstain(self.spec, "no probability on any label", latency_s=dt))
-                continue
-            probs = {lab: d.get(lab, 0.0) / total for lab in task.label_names}
-            votes.append(Vote.from_probs(self.spec, probs, latency_s=dt, method=self._method))
-        return votes
+        return [self._vote(task, d, dt) for d in dists]
+
+    def _vote(self, task: Task, d: Any, dt: float) -> Vote:
+        """A returned distribution as a vote; anything unusable (not a mapping, NaN, negative
+        or non-numeric values, no mass on any label) is an abstention saying why."""
+        import math
+        import numbers
+
+        if not isinstance(d, dict):
+            return Vote.abstain(self.spec, f"returned {type(d).__name__}, not a dict of "
+                                           "label probabilities", latency_s=dt)
+        values: dict[str, float] = {}
+        for lab in task.label_names:
+            p = d.get(lab, 0.0)
+            if isinstance(p, bool) or not isinstance(p, numbers.Real) or not math.isfinite(p) or p < 0:
+                return Vote.abstain(self.spec, f"probability of {lab!r} is {p!r}", latency_s=dt)
+            values[lab] = float(p)
+        total = sum(values.values())
+        if total <= 0:
+            return Vote.abstain(self.spec, "no probability on any label", latency_s=dt)
+        probs = {lab: p / total for lab, p in values.items()}
+        return Vote.from_probs(self.spec, probs, latency_s=dt, method=self._method)

@@ -38,8 +38,9 @@ from speculabel.bench.metrics import (
     recall_per_label,
     speedup,
 )
+from speculabel.cascade.decide import Rules, decide_batch, settle
 from speculabel.policy import Decision, Policy
-from speculabel.records import Vote
+from speculabel.records import Item, Vote
 
 
 @dataclass
@@ -206,41 +207,38 @@ def simulate(
         raise ValueError(f"{judge} cannot be both judge and worker")
     n = table.n
     wv = [table.votes[w] for w in workers]
-    wl = [table.latency(w) for w in workers]
     wc = [table.cpu(w) for w in workers]
     jv = table.votes[judge]
     jl = table.latency(judge)
     jc = table.cpu(judge)
     judge_labels = [v.label for v in jv]
 
+    # the one decide core, as a live cascade runs it (every vote charged its recorded latency)
+    rules = Rules(policy, len(workers), parallel, early_exit and len(workers) == 3,
+                  free_cached=False)
+    n_first = 2 if rules.early_exit else len(workers)
+    items = [Item(str(i), {}) for i in range(n)]
+    votes = [[wv[k][i] for k in range(n_first)] for i in range(n)]
+    records, escalations = decide_batch(items, votes, rules,
+                                        lambda idx: [wv[2][i] for i in idx])
+    for esc in escalations:
+        records[esc.index] = settle(esc, jv[esc.index], rules)
     final: list[Label] = []
     decided: list[bool] = []
     lat: list[float] = []
     cpu: list[float] = []
     calls = 0
-    for i in range(n):
-        votes = [wv[k][i] for k in range(len(workers))]
-        if early_exit:
-            d, used = decide_with_early_exit(policy, votes)
-        else:
-            d, used = policy.decide(votes, len(votes)), len(votes)
+    for i, rec in enumerate(records):
+        assert rec is not None
+        used = len(votes[i])
         calls += used
-        if parallel and early_exit and used == 3:
-            t = max(wl[0][i], wl[1][i]) + wl[2][i]  # first two together, then the third
-        elif parallel:
-            t = max(wl[k][i] for k in range(used))
-        else:
-            t = sum(wl[k][i] for k in range(used))
         c = sum(wc[k][i] for k in range(used))
-        if d.accepted:
-            final.append(d.label)
-            decided.append(True)
-        else:
-            final.append(judge_labels[i])
-            decided.append(False)
-            t += jl[i]
+        by_workers = rec.decided_by == "workers"
+        if not by_workers:
             c += jc[i]
-        lat.append(t)
+        final.append(rec.label)
+        decided.append(by_workers)
+        lat.append(rec.latency_s)
         cpu.append(c)
 
     dec_idx = [i for i in range(n) if decided[i]]

@@ -41,15 +41,14 @@ import contextlib
 import hashlib
 import json
 import tomllib
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from speculabel.errors import SpeculabelError
 from speculabel.policy import PolicyError, RuleName, check_policy
-
-if TYPE_CHECKING:
-    from speculabel.adaptive.plan import AdaptiveSettings
 
 # Measured (make bench-sentiment / bench-tickets, N=2000, judge qwen2.5-1.5b): on both built-in
 # tasks the workers that pay are the near-free ones that learn from the judge as the run goes
@@ -71,8 +70,41 @@ def default_workers(task: str) -> list[str]:
     return list(TASK_DEFAULT_WORKERS.get(task, DEFAULT_WORKERS))
 
 
-class ConfigError(ValueError):
+class ConfigError(SpeculabelError, ValueError):
     """The settings are invalid; the message names the file (or flag) and the key."""
+
+
+@dataclass(frozen=True)
+class AdaptiveSettings:
+    """What the user chose for an adaptive run (flags or cascade.toml); what they mean:
+    :mod:`speculabel.adaptive.plan`.  Kept here, with the other settings, so that reading a
+    config never imports the adaptive run."""
+
+    target: float = 0.85
+    delta: float = 0.1
+    scope: Literal["dataset", "workers"] = "dataset"
+    audit_rate: float = 0.05
+    warmup: int = 200
+    recertify_every: int = 500
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.scope not in ("dataset", "workers"):
+            raise ValueError(f"adaptive runs certify scope dataset or workers, not {self.scope!r}")
+        if not 0 < self.target < 1:
+            raise ValueError(f"--target must be between 0 and 1, got {self.target:g}")
+        if not 0 < self.delta < 1:
+            raise ValueError(f"--delta must be between 0 and 1, got {self.delta:g}")
+        if not 0 < self.audit_rate < 1:
+            raise ValueError(f"--audit-rate must be between 0 and 1, got {self.audit_rate:g}")
+        if self.warmup < 2:
+            raise ValueError(f"--warmup must be at least 2 items, got {self.warmup}")
+        if self.recertify_every < 1:
+            raise ValueError("--recertify-every must be at least 1")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 
 class ModelCalibrationEntry(BaseModel):
@@ -174,8 +206,6 @@ class CascadeConfig(BaseModel):
         return self
 
     def adaptive_settings(self) -> AdaptiveSettings:
-        from speculabel.adaptive.plan import AdaptiveSettings
-
         return AdaptiveSettings(self.target, self.delta, self.scope, self.audit_rate,
                                 self.warmup, self.recertify_every, self.seed)
 

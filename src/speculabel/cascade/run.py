@@ -2,13 +2,20 @@
 
 Items are processed in batches.  Each backend parallelises inside its own ``score`` call (HTTP
 backends keep many requests in flight), and with ``parallel_workers`` the workers of a batch are
-asked at the same time.  A record is emitted as soon as its item is decided: worker-decided items
-of a batch come out before the judge is even asked about the rest.
+asked at the same time.  The votes of a batch go through the one decide core
+(:mod:`speculabel.cascade.decide`), and the batch's records come out **in input order**: the
+judge is asked about the escalated items of a batch before any record of it is yielded, so the
+batch is the (bounded) reorder buffer.  ``classify_iter(items, ordered=False)`` yields the
+workers' records of a batch before the judge is asked, each carrying its input ``position``.
 
-A *retryable* judge abstention (a server that is down) leaves the item *pending*: no record is
-written, so the next run of the same command picks it up again, and with a vote store the
-workers' votes are not paid for twice.  Workers that learn (:class:`Learner`) are given the
-judge's labels as they come.
+**Every item gets a record.**  An item that cannot be classified (a missing, empty or non-text
+field) gets an ``input`` error record; a vote with NaN, negative or non-numeric probabilities is
+an abstention.  A *retryable* judge abstention (a server that is down) is asked again
+``judge_retries`` times with capped exponential waits; an item still unanswered gets a
+``no_judge`` record (``decided_by`` null, retryable: the CLI's rerun decides it again, and with a
+vote store the workers' votes are not paid for twice), or, with ``on_pending="raise"``,
+:meth:`Cascade.classify` raises :class:`speculabel.errors.PendingError` naming the ids.  Workers
+that learn (:class:`Learner`) are given the judge's labels as they come.
 """
 
 from __future__ import annotations
@@ -17,15 +24,30 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from speculabel.backends.base import Backend, unwrap
 from speculabel.backends.cached import CachedBackend, VoteCache
 from speculabel.backends.calibrated import CalibratedBackend
 from speculabel.backends.capabilities import Learner
-from speculabel.policy import Decision, Policy
+from speculabel.cascade.decide import (
+    Escalation,
+    Rules,
+    decide_batch,
+    input_record,
+    item_problem,
+    sane,
+    settle,
+    unjudged,
+)
+from speculabel.cascade.surface import Surface
+from speculabel.errors import PendingError
+from speculabel.policy import Policy
 from speculabel.records import Item, Record, Vote
 from speculabel.tasks import Task
+
+#: the longest wait between two tries of an unavailable judge
+MAX_RETRY_WAIT_S = 30.0
 
 
 @dataclass
@@ -38,6 +60,7 @@ class CascadeStats:
     truncated: int = 0
     latencies: list[float] = field(default_factory=list)
     wall_s: float = 0.0
+    pending_ids: list[str] = field(default_factory=list)
 
     @property
     def judge_rate(self) -> float:
@@ -46,7 +69,11 @@ class CascadeStats:
 
     def add(self, rec: Record) -> None:
         self.items += 1
-        if rec.error:
+        if rec.error_kind == "no_judge" and rec.judge_vote is not None:
+            self.pending += 1  # the judge was unavailable: a rerun decides it
+            if rec.id is not None:
+                self.pending_ids.append(rec.id)
+        elif rec.error:
             self.errors += 1
         elif rec.decided_by == "workers":
             self.by_workers += 1
@@ -58,7 +85,7 @@ class CascadeStats:
             self.latencies.append(rec.latency_s)
 
     def summary(self) -> dict[str, float | int]:
-        from speculabel.bench.metrics import percentile
+        import numpy as np
 
         lat = self.latencies
         return {
@@ -70,21 +97,9 @@ class CascadeStats:
             "failures": self.errors,
             "truncated": self.truncated,
             "mean_latency_s": round(sum(lat) / len(lat), 4) if lat else 0.0,
-            "p95_latency_s": round(percentile(lat, 95), 4) if lat else 0.0,
+            "p95_latency_s": round(float(np.percentile(lat, 95)), 4) if lat else 0.0,
             "wall_s": round(self.wall_s, 3),
         }
-
-
-def combine_latency(votes: Sequence[Vote], parallel: bool, early_exit: bool) -> float:
-    """The workers' share of an item's latency: the sum when they are asked one after the other;
-    the slowest when asked together; under early exit the first two together, then the third (as
-    :func:`speculabel.bench.simulate.simulate` charges it)."""
-    lats = [0.0 if v.cached else v.latency_s for v in votes]
-    if not parallel:
-        return sum(lats)
-    if early_exit and len(lats) == 3:
-        return max(lats[:2]) + lats[2]
-    return max(lats, default=0.0)
 
 
 def wrap_backend(backend: Backend, store: VoteCache | None,
@@ -99,26 +114,22 @@ def wrap_backend(backend: Backend, store: VoteCache | None,
     return backend
 
 
-def judge_record(item_id: str, votes: list[Vote], jv: Vote, rule: str, *, workers_latency: float,
-                 truncated: bool, row: int | None = None) -> Record:
-    """The record of an escalated item from the judge's vote (not a retryable abstention: that
-    leaves the item pending); a judge that abstained for good gives a ``judge`` error record."""
-    return Record(
-        id=item_id,
-        label=jv.label,
-        decided_by="judge",
-        votes=votes,
-        judge_vote=jv,
-        latency_s=workers_latency + (0.0 if jv.cached else jv.latency_s),
-        rule=rule,
-        truncated=truncated or jv.truncated or any(v.truncated for v in votes),
-        error=None if jv.label is not None else f"judge abstained: {jv.error}",
-        error_kind=None if jv.label is not None else "judge",
-        row=row,
-    )
+def ask(task: Task, backends: Sequence[Backend], items: Sequence[Item],
+        parallel: bool) -> list[list[Vote]]:
+    """votes[w][i]: backend w's vote on item i (each checked by :func:`sane`), the backends
+    asked concurrently if ``parallel``."""
+    if not items:
+        return [[] for _ in backends]
+    if parallel and len(backends) > 1:
+        with ThreadPoolExecutor(max_workers=len(backends)) as pool:
+            futures = [pool.submit(b.score, task, items) for b in backends]
+            raw = [f.result() for f in futures]
+    else:
+        raw = [b.score(task, items) for b in backends]
+    return [[sane(v) for v in col] for col in raw]
 
 
-class Cascade:
+class Cascade(Surface):
     """Up to three workers vote; the policy accepts or escalates to the judge.
 
     ``calibration`` maps a model name to ``{"offsets": {label: logprob}, "temperature": T}``,
@@ -126,6 +137,10 @@ class Cascade:
 
     ``early_exit`` (three workers): ask the first two; ask the third only when the rule does
     not already accept their two votes (as if the third had abstained).
+
+    ``judge_retries`` / ``retry_wait_s``: how often, and after how long a first wait (doubled
+    each time, at most 30 s), an unavailable judge is asked again before an item gets its
+    ``no_judge`` record.
     """
 
     def __init__(
@@ -140,6 +155,8 @@ class Cascade:
         vote_store: VoteCache | None = None,
         batch_size: int = 8,
         calibration: Mapping[str, Mapping[str, Any]] | None = None,
+        judge_retries: int = 2,
+        retry_wait_s: float = 0.5,
     ) -> None:
         if not workers and judge is None:
             raise ValueError("a cascade needs at least one worker, or a judge alone")
@@ -148,11 +165,15 @@ class Cascade:
         names = [w.name for w in workers]
         if len(set(names)) != len(names):
             raise ValueError(f"the same worker is listed twice: {names}")
+        if judge_retries < 0 or retry_wait_s < 0:
+            raise ValueError("judge_retries and retry_wait_s must not be negative")
         self.task = task
         self.policy = policy
         self.early_exit = early_exit and len(workers) == 3
         self.parallel_workers = parallel_workers
         self.batch_size = max(1, batch_size)
+        self.judge_retries = judge_retries
+        self.retry_wait_s = retry_wait_s
         calibration = calibration or {}
 
         def wrap(b: Backend) -> Backend:
@@ -160,125 +181,141 @@ class Cascade:
 
         self.workers = [wrap(w) for w in workers]
         self.judge = wrap(judge) if judge is not None else None
+        self.rules = Rules(policy, len(self.workers), parallel_workers, self.early_exit)
         self.stats = CascadeStats()
+        #: polled between model calls; when it returns True the run stops (KeyboardInterrupt)
+        self.should_stop: Callable[[], bool] | None = None
 
     # ------------------------------------------------------------------ running
     def classify(
-        self, items: Iterable[Item], on_record: Callable[[Record], None] | None = None
+        self,
+        items: Iterable[Item],
+        on_record: Callable[[Record], None] | None = None,
+        *,
+        on_pending: Literal["record", "raise"] = "record",
     ) -> list[Record]:
+        """One record per item, in input order.  ``on_pending="raise"``: raise
+        :class:`PendingError` (naming the ids; ``.records`` holds every record) when the judge
+        stayed unavailable for some items, instead of returning their ``no_judge`` records."""
+        if on_pending not in ("record", "raise"):
+            raise ValueError(f"on_pending must be 'record' or 'raise', got {on_pending!r}")
         out = []
         for rec in self.classify_iter(items):
             if on_record is not None:
                 on_record(rec)
             out.append(rec)
+        pending = [r.id or "" for r in out if r.error_kind == "no_judge" and r.judge_vote]
+        if pending and on_pending == "raise":
+            err = PendingError(pending)
+            err.records = out  # type: ignore[attr-defined]
+            raise err
         return out
 
-    def classify_iter(self, items: Iterable[Item]) -> Iterator[Record]:
+    def classify_iter(self, items: Iterable[Item], *, ordered: bool = True) -> Iterator[Record]:
+        """Records as batches are decided, in input order (``ordered=False``: a batch's
+        worker-decided records before its judge's; ``record.position`` says where each item
+        stood in the input)."""
         t0 = time.perf_counter()
-        batch: list[Item] = []
+        batch: list[tuple[int, Item]] = []
         try:
-            for item in items:
-                batch.append(item)
+            for pos, item in enumerate(items):
+                batch.append((pos, item))
                 if len(batch) >= self.batch_size:
-                    yield from self._run_batch(batch)
+                    yield from self._run_batch(batch, ordered)
                     batch = []
             if batch:
-                yield from self._run_batch(batch)
+                yield from self._run_batch(batch, ordered)
         finally:
             self.stats.wall_s += time.perf_counter() - t0
 
+    def _check_stop(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise KeyboardInterrupt
+
     def _ask(self, workers: Sequence[Backend], items: Sequence[Item]) -> list[list[Vote]]:
-        """votes[w][i]: worker w's vote on item i, workers asked concurrently if allowed."""
-        if not items:
-            return [[] for _ in workers]
-        if self.parallel_workers and len(workers) > 1:
-            with ThreadPoolExecutor(max_workers=len(workers)) as pool:
-                futures = [pool.submit(w.score, self.task, items) for w in workers]
-                return [f.result() for f in futures]
-        return [w.score(self.task, items) for w in workers]
+        self._check_stop()
+        if not self.parallel_workers:  # one model at a time: a stop is seen between calls
+            cols = []
+            for w in workers:
+                cols.extend(ask(self.task, [w], items, False))
+                self._check_stop()
+            return cols
+        return ask(self.task, workers, items, True)
 
-    def _combine(self, votes: Sequence[Vote]) -> float:
-        return combine_latency(votes, self.parallel_workers, self.early_exit)
-
-    def _run_batch(self, batch: list[Item]) -> Iterator[Record]:
-        n_workers = len(self.workers)
-        item_votes: list[list[Vote]] = [[] for _ in batch]
-        if not self.workers:  # the judge alone: the baseline, in the same records
-            yield from self._judge(batch, list(range(len(batch))), item_votes,
-                                   [Decision(False, None, 0.0, "judge only")] * len(batch))
-            return
-        first = self.workers[:2] if self.early_exit else self.workers
-        for w_votes in self._ask(first, batch):
-            for i, v in enumerate(w_votes):
-                item_votes[i].append(v)
-        decisions: list[Decision] = [self.policy.decide(v, n_workers) for v in item_votes]
-        if self.early_exit:
-            again = [i for i, d in enumerate(decisions) if not d.accepted]
-            third = self._ask(self.workers[2:], [batch[i] for i in again])[0]
-            for i, v in zip(again, third, strict=True):
-                item_votes[i].append(v)
-                decisions[i] = self.policy.decide(item_votes[i], n_workers)
-
-        escalate: list[int] = []
-        for i, (item, votes, d) in enumerate(zip(batch, item_votes, decisions, strict=True)):
-            if d.accepted:
-                rec = Record(
-                    id=item.id,
-                    label=d.label,
-                    decided_by="workers",
-                    votes=votes,
-                    latency_s=self._combine(votes),
-                    rule=f"{self.policy.describe()}: {d.reason}",
-                    truncated=item.truncated or any(v.truncated for v in votes),
-                    row=item.row,
-                )
-                self.stats.add(rec)
-                yield rec
+    def _run_batch(self, batch: list[tuple[int, Item]], ordered: bool) -> Iterator[Record]:
+        slots: list[Record | None] = [None] * len(batch)
+        live: list[int] = []  # batch places of the items the models see
+        for k, (_, item) in enumerate(batch):
+            problem = item_problem(self.task, item)
+            if problem is None:
+                live.append(k)
             else:
-                escalate.append(i)
-        if escalate:
-            yield from self._judge(batch, escalate, item_votes, decisions)
+                slots[k] = input_record(item, problem)
+        items = [batch[k][1] for k in live]
+        votes: list[list[Vote]] = [[] for _ in items]
+        first = self.workers[:2] if self.early_exit else self.workers
+        for col in self._ask(first, items):
+            for i, v in enumerate(col):
+                votes[i].append(v)
 
-    def _judge(self, batch: list[Item], escalate: list[int], item_votes: list[list[Vote]],
-               decisions: Sequence[Decision]) -> Iterator[Record]:
-        """The judge labels the escalated items; learning workers are given its labels."""
-        esc_items = [batch[i] for i in escalate]
-        if self.judge is None:
-            for i in escalate:
-                rec = Record(
-                    id=batch[i].id, label=None, decided_by=None, votes=item_votes[i],
-                    latency_s=self._combine(item_votes[i]),
-                    rule=self._rule(decisions[i]),
-                    error="escalated, but the cascade has no judge",
-                    error_kind="no_judge", row=batch[i].row,
-                )
-                self.stats.add(rec)
-                yield rec
+        def third(idx: list[int]) -> Sequence[Vote]:
+            return self._ask(self.workers[2:], [items[i] for i in idx])[0]
+
+        decided, escalations = decide_batch(items, votes, self.rules, third)
+        for i, rec in enumerate(decided):
+            if rec is not None:
+                slots[live[i]] = rec
+        if not ordered:
+            for k, rec in enumerate(slots):
+                if rec is not None:
+                    yield self._emit(rec, batch[k][0])
+            for esc, rec in zip(escalations, self._judge(escalations), strict=True):
+                yield self._emit(rec, batch[live[esc.index]][0])
             return
-        judge_votes = self.judge.score(self.task, esc_items)
-        learned_items: list[Item] = []
-        learned_labels: list[str] = []
-        for i, jv in zip(escalate, judge_votes, strict=True):
-            item, votes = batch[i], item_votes[i]
-            if jv.label is None and jv.retryable:
-                self.stats.pending += 1  # left for the next run; nothing written
-                continue
-            rec = judge_record(item.id, votes, jv, self._rule(decisions[i]),
-                               workers_latency=self._combine(votes), truncated=item.truncated,
-                               row=item.row)
-            if jv.label is not None:
-                learned_items.append(item)
-                learned_labels.append(jv.label)
-            self.stats.add(rec)
-            yield rec
-        if learned_items:
+        for esc, rec in zip(escalations, self._judge(escalations), strict=True):
+            slots[live[esc.index]] = rec
+        for k, rec in enumerate(slots):
+            assert rec is not None
+            yield self._emit(rec, batch[k][0])
+
+    def _emit(self, rec: Record, position: int) -> Record:
+        rec.position = position
+        self.stats.add(rec)
+        return rec
+
+    def _judge(self, escalations: list[Escalation]) -> list[Record]:
+        """The judge labels the escalated items (an unavailable judge is asked again, within
+        the retry budget); learning workers are given its labels."""
+        if not escalations:
+            return []
+        if self.judge is None:
+            return [unjudged(e, self.rules) for e in escalations]
+        items = [e.item for e in escalations]
+        jvs = self._judge_votes(items)
+        records = [settle(e, jv, self.rules) for e, jv in zip(escalations, jvs, strict=True)]
+        learned = [(e.item, jv.label) for e, jv in zip(escalations, jvs, strict=True)
+                   if jv.label is not None]
+        if learned:
             for w in self.workers:
                 inner = unwrap(w)
                 if isinstance(inner, Learner):
-                    inner.observe(learned_items, learned_labels)
+                    inner.observe([it for it, _ in learned], [lab for _, lab in learned])
+        return records
 
-    def _rule(self, d: Decision) -> str:
-        return "judge only" if not self.workers else f"{self.policy.describe()}: {d.reason}"
+    def _judge_votes(self, items: list[Item]) -> list[Vote]:
+        assert self.judge is not None
+        self._check_stop()
+        jvs = ask(self.task, [self.judge], items, False)[0]
+        for attempt in range(self.judge_retries):
+            again = [i for i, v in enumerate(jvs) if v.label is None and v.retryable]
+            if not again:
+                break
+            time.sleep(min(self.retry_wait_s * 2**attempt, MAX_RETRY_WAIT_S))
+            self._check_stop()
+            for i, v in zip(again, ask(self.task, [self.judge], [items[i] for i in again],
+                                       False)[0], strict=True):
+                jvs[i] = v
+        return jvs
 
     def close(self) -> None:
         for b in [*self.workers, *([self.judge] if self.judge else [])]:

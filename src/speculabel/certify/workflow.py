@@ -190,10 +190,54 @@ def calibrate(
         ref = [g if g in task.label_names else None for g in gold]
 
     fitted: dict[str, Path] = {}
+    fitters: dict[str, Callable[[], LearningWorker]] = {}
     for spec in learners:
         folder = fitted_dir / spec.partition("@")[0].replace(":", "-")
-        worker = fit_learner(spec, task, [items[i] for i in fit_idx], [ref[i] for i in fit_idx],
-                             folder, (backend_options or {}).get(spec))
+        fitted[spec] = folder
+
+        def fitter(spec: str = spec, folder: Path = folder) -> LearningWorker:
+            return fit_learner(spec, task, [items[i] for i in fit_idx], [ref[i] for i in fit_idx],
+                               folder, (backend_options or {}).get(spec))
+
+        fitters[spec] = fitter
+    return fit_and_certify(
+        task, items, list(workers), got, fitters, ref, gold, judge_labels, fit_idx, cert_idx,
+        target=target, delta=delta, scope=scope, reference=reference, policy=policy,
+        model_calibration=model_calibration, offsets=offsets, method=method, seed=seed,
+        fitted=fitted, progress=progress, close_learners=True)
+
+
+def fit_and_certify(
+    task: Task,
+    items: Sequence[Item],
+    workers: list[str],
+    got: dict[str, list[Vote]],
+    fitters: Mapping[str, Callable[[], LearningWorker]],
+    ref: list[str | None],
+    gold: Sequence[str | None] | None,
+    judge_labels: list[str | None] | None,
+    fit_idx: list[int],
+    cert_idx: list[int],
+    *,
+    target: float,
+    delta: float,
+    scope: Scope,
+    reference: str,
+    policy: str,
+    model_calibration: str = "none",
+    offsets: Mapping[str, Mapping[str, float]] | None = None,
+    method: str = "fixed-sequence",
+    seed: int = 0,
+    fitted: dict[str, Path] | None = None,
+    progress: Progress | None = None,
+    close_learners: bool = False,
+) -> Calibration:
+    """The core shared by the CLI and the Python :func:`speculabel.calibrate`: each learning
+    worker is fitted on the fit share (``fitters[spec]()``), scored out-of-fold there and frozen
+    on the certify share; then the rule is planned and its threshold certified on the certify
+    share.  ``got`` holds every other worker's votes (and is completed with the learners')."""
+    for spec, make in fitters.items():
+        worker = make()
         try:
             votes: list[Vote] = [Vote.abstain(spec, "unscored")] * len(items)
             oof = out_of_fold_votes(worker, task, [items[i] for i in fit_idx],
@@ -205,8 +249,8 @@ def calibrate(
                 votes[i] = v
             got[spec] = votes
         finally:
-            worker.close()
-        fitted[spec] = folder
+            if close_learners:
+                worker.close()
         if progress:
             progress(spec, len(items), len(items))
 
@@ -226,5 +270,5 @@ def calibrate(
     if gold is not None and judge_labels is not None:
         pairs = [(judge_labels[i], gold[i]) for i in cert_idx if gold[i] is not None]
         judge_acc = sum(j == g for j, g in pairs) / len(pairs) if pairs else None
-    return Calibration(plan, len(fit_idx), len(cert_idx), reference, fitted, judge_acc,
-                       cert_part)
+    return Calibration(plan, len(fit_idx), len(cert_idx), reference, dict(fitted or {}),
+                       judge_acc, cert_part)

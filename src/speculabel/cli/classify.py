@@ -218,7 +218,7 @@ def classify(
     except (ConfigError, TaskError, BackendError, EngineError, ValueError) as e:
         raise fail(str(e)) from None
     if engine == "ray":
-        from speculabel.scale.cli import classify_ray
+        from speculabel.cli.ray import classify_ray
 
         classify_ray(input=input, output=output, cfg=cfg, task=the_task, columns=columns,
                      id_column=id_column, settings=ray_settings, votes=votes, no_votes=no_votes,

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from speculabel.errors import SpeculabelError
 from speculabel.records import Item
 
 ENV_VAR = "SPECULABEL_DATA"
@@ -32,7 +33,7 @@ TWEETEVAL_LABELS = ("negative", "neutral", "positive")  # mapping.txt: 0, 1, 2
 _STOP = frozenset({"a", "an", "and", "by", "for", "in", "of", "on", "or", "the", "to", "not", "is"})
 
 
-class DataMissing(FileNotFoundError):
+class DataMissing(SpeculabelError, FileNotFoundError):
     """A data set is not where the project looks for it; the message names every path tried."""
 
 

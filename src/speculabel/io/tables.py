@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from speculabel.errors import SpeculabelError
 from speculabel.records import Item
 from speculabel.tasks import Task
 
 
-class InputError(ValueError):
+class InputError(SpeculabelError, ValueError):
     """The input file cannot be read as asked; the message names the file, row or column."""
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from speculabel.errors import SpeculabelError
 from speculabel.records import Item, Vote
 from speculabel.tasks import Task
 
@@ -78,7 +79,7 @@ def item_key(task: Task, item: Item) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
 
 
-class VoteStoreError(RuntimeError):
+class VoteStoreError(SpeculabelError, RuntimeError):
     """The vote store cannot be opened or used; the message names its path."""
 
 

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from speculabel.errors import SpeculabelError
 from speculabel.io.paths import models_dir
 
 
-class ModelError(RuntimeError):
+class ModelError(SpeculabelError, RuntimeError):
     """A model cannot be found, downloaded or verified; the message says what to do."""
 
 @dataclass(frozen=True)

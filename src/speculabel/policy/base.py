@@ -19,10 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+from speculabel.errors import SpeculabelError
 from speculabel.records import Vote
 
 
-class PolicyError(ValueError):
+class PolicyError(SpeculabelError, ValueError):
     """A rule is asked for with settings it cannot take (unknown name, missing threshold)."""
 
 

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from speculabel.errors import SpeculabelError
+
 if TYPE_CHECKING:
     from speculabel.cascade.config import CascadeConfig
 
@@ -20,7 +22,7 @@ ENGINES = ("local", "ray")
 ShardFormat = Literal["jsonl", "parquet"]
 
 
-class EngineError(ValueError):
+class EngineError(SpeculabelError, ValueError):
     """The engine cannot run these settings; the message says what to do instead."""
 
 

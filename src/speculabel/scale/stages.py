@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from speculabel.backends.base import Backend
-from speculabel.cascade.run import combine_latency, judge_record, wrap_backend
+from speculabel.cascade.decide import Escalation, Rules, decide_batch, settle
+from speculabel.cascade.run import wrap_backend
 from speculabel.policy import Decision, Policy
 from speculabel.records import Item, Record, Vote
 from speculabel.tasks import Task
@@ -88,8 +89,11 @@ class Shape:
 
         return make_policy(self.policy, self.threshold, weights=self.weights)
 
+    def rules(self) -> Rules:
+        return Rules(self.make_policy(), self.n_workers, self.parallel_workers, self.early_exit)
+
     def latency(self, votes: Sequence[Vote]) -> float:
-        return combine_latency(votes, self.parallel_workers, self.early_exit)
+        return self.rules().latency(votes)
 
 
 # ---------------------------------------------------------------------- prepare
@@ -211,22 +215,18 @@ class ServerCall:
 
 # ---------------------------------------------------------------------- the rule and the judge
 def decide_rows(rows: list[Row], shape: Shape, states: tuple[str, ...], undecided: str) -> list[Row]:
-    """The rule on the votes so far: accepted rows get their record, the others go to
-    ``undecided`` (``third`` under early exit, else ``judge``) with the rule's reason."""
-    policy = shape.make_policy()
-    for row in rows:
-        if row["state"] not in states:
-            continue
-        votes = load_votes(row["votes"])
-        d: Decision = policy.decide(votes, shape.n_workers)
-        rule = f"{policy.describe()}: {d.reason}"
-        if d.accepted:
-            rec = Record(id=row["id"], label=d.label, decided_by="workers", votes=votes,
-                         latency_s=shape.latency(votes), rule=rule,
-                         truncated=bool(row["truncated"]) or any(v.truncated for v in votes))
+    """The rule on the votes so far (the one decide core): accepted rows get their record, the
+    others go to ``undecided`` (``third`` under early exit, else ``judge``) with the rule's
+    reason."""
+    rules = shape.rules()
+    todo = [row for row in rows if row["state"] in states]
+    votes = [load_votes(row["votes"]) for row in todo]
+    decided, escalations = decide_batch([row_item(row) for row in todo], votes, rules)
+    for row, rec in zip(todo, decided, strict=True):
+        if rec is not None:
             row.update(state="done", record=json.dumps(rec.to_json(), ensure_ascii=False))
-        else:
-            row.update(state=undecided, rule=rule)
+    for esc in escalations:
+        todo[esc.index].update(state=undecided, rule=esc.rule)
     return rows
 
 
@@ -243,13 +243,15 @@ class DecideCall:
 
 
 def judge_row(row: Row, jv: Vote, shape: Shape) -> None:
-    """The judge's vote into the row's record, or ``pending`` for a retryable abstention."""
-    if jv.label is None and jv.retryable:
+    """The judge's vote into the row's record (the one decide core), or ``pending`` for an
+    unavailable judge: no shard record, so the next run asks again."""
+    votes = load_votes(row["votes"])
+    rules = shape.rules()
+    esc = Escalation(0, row_item(row), votes, Decision(False, None, 0.0, row["rule"]), row["rule"])
+    rec = settle(esc, jv, rules)
+    if rec.error_kind == "no_judge":
         row["state"] = "pending"  # left for the next run; nothing written
         return
-    votes = load_votes(row["votes"])
-    rec = judge_record(row["id"], votes, jv, row["rule"], workers_latency=shape.latency(votes),
-                       truncated=bool(row["truncated"]))
     row.update(state="done", record=json.dumps(rec.to_json(), ensure_ascii=False))
 
 

@@ -12,8 +12,10 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from speculabel.errors import SpeculabelError
 
-class TaskError(ValueError):
+
+class TaskError(SpeculabelError, ValueError):
     """A task definition is invalid; the message names the file and the problem."""
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from speculabel.backends.base import Backend, BackendError
 from speculabel.backends.learner.embed import EmbedFn, MiniLMEmbedder, row_key, text_key
-from speculabel.backends.learner.persist import LearnerDir
+from speculabel.backends.learner.persist import LearnerDir, read_embeddings
 from speculabel.records import Item, Vote
 from speculabel.tasks import Task
 
@@ -350,9 +350,7 @@ class LearningWorker(Backend):
     def preload_embeddings(self, path: str | Path) -> int:
         """Add the embeddings cached in another worker's ``embeddings.npz`` (same embedder);
         returns how many were new.  Saves recomputing them, e.g. in benchmarks."""
-        with np.load(Path(path)) as z:
-            new = {str(k): v for k, v in zip(z["keys"], z["vectors"], strict=True)
-                   if str(k) not in self._cache}
+        new = {k: v for k, v in read_embeddings(Path(path)).items() if k not in self._cache}
         self._cache.update(new)
         return len(new)
 
@@ -404,7 +402,7 @@ class LearningWorker(Backend):
         for row in self._dir.read_examples():
             self._add(tuple(row["fields"]), str(row["label"]))
         self._cache = self._dir.read_embeddings()
-        self._model = self._dir.read_model()
+        self._model = self._dir.read_model(self.new_head)
         if self._model is not None:
             self._trained_on = int(meta.get("trained_on", 0))
             self._trained_digest = str(meta.get("trained_digest", ""))

@@ -21,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from speculabel.errors import SpeculabelError
 
-class Unanswerable(Exception):
+
+class Unanswerable(SpeculabelError):
     """This item cannot be scored (the reason becomes the abstention's message)."""
 
 

@@ -8,11 +8,12 @@ import math
 from typing import Any
 
 from speculabel.backends.openai.transport import Failed
+from speculabel.errors import SpeculabelError
 from speculabel.records import normalise_logprobs
 from speculabel.tasks import Task
 
 
-class Abstain(Exception):
+class Abstain(SpeculabelError):
     """The endpoint answered, but no label can be read from the answer."""
 
 

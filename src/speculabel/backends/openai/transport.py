@@ -28,6 +28,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from speculabel.backends.base import BackendError
+from speculabel.errors import SpeculabelError
 from speculabel.redact import redact
 
 if TYPE_CHECKING:
@@ -39,16 +40,18 @@ T = TypeVar("T")
 RETRY_STATUS = frozenset({429, 502, 503, 504})
 
 
-class Unavailable(Exception):
+class Unavailable(SpeculabelError):
     """The endpoint could not be reached or stayed overloaded for every attempt."""
 
 
-class Failed(Exception):
+class Failed(SpeculabelError):
     """The endpoint answered, but this request failed (bad request, server error)."""
 
 
 class _Retry(Exception):
-    """One attempt failed in a way worth another (carries what the next wait must respect)."""
+    """One attempt failed in a way worth another (carries what the next wait must respect).
+    Private to :meth:`Transport.post`: it never leaves it (it becomes :class:`Unavailable` or
+    :class:`Failed`)."""
 
     def __init__(self, message: str, *, retry_after: float | None = None, answered: bool = False):
         super().__init__(message)
