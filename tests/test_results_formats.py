@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
+import needs
 from speculabel.io.results import ResultsError, ResultsFile, RunInfo
 from speculabel.records import Record, Vote
 
 pytest_plugins = ["fake_openai"]
+TEST = "pip install 'speculabel[test]'"
 
 RUN = RunInfo({"task": "sentiment", "judge": "j1"}, {"path": "/in.csv"})
 OTHER = RunInfo({"task": "sentiment", "judge": "j2"}, {"path": "/in.csv"})
@@ -29,7 +31,7 @@ def _write(out: Path, ids: list[str], run: RunInfo = RUN) -> None:
 
 
 def test_results_are_records_only_and_pandas_reads_them(tmp_path: Path) -> None:
-    pd = pytest.importorskip("pandas", reason="pandas not installed")
+    pd = needs.module("pandas", TEST)
     out = tmp_path / "out.jsonl"
     _write(out, ["1", "2"])
     with ResultsFile(out, RUN) as rf:  # a resumed run appends below, still records only
@@ -47,10 +49,10 @@ def test_other_tools_read_the_results_as_they_are(tmp_path: Path, reader: str) -
     out = tmp_path / "out.jsonl"
     _write(out, ["1", "2", "3"])
     if reader == "polars":
-        pl = pytest.importorskip("polars", reason="polars not installed")
+        pl = needs.module("polars", TEST)
         ids = pl.read_ndjson(out)["id"].to_list()
     else:
-        duckdb = pytest.importorskip("duckdb", reason="duckdb not installed")
+        duckdb = needs.module("duckdb", TEST)
         ids = [r[0] for r in duckdb.sql(f"SELECT id FROM read_json_auto('{out}')").fetchall()]
     assert [str(i) for i in ids] == ["1", "2", "3"]
 
@@ -128,8 +130,8 @@ def test_nothing_is_created_until_the_first_record(tmp_path: Path) -> None:
 
 
 def test_parquet_output_is_parquet_and_resumes(tmp_path: Path) -> None:
-    pd = pytest.importorskip("pandas", reason="pandas not installed")
-    pytest.importorskip("pyarrow", reason="pyarrow not installed (extra 'parquet')")
+    pd = needs.module("pandas", TEST)
+    needs.module("pyarrow", needs.PARQUET)
     out = tmp_path / "out.parquet"
     _write(out, ["1", "2"])
     df = pd.read_parquet(out)
@@ -144,7 +146,7 @@ def test_parquet_output_is_parquet_and_resumes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name,sep", [("out.csv", ","), ("out.tsv", "\t")])
 def test_csv_output_is_csv(tmp_path: Path, name: str, sep: str) -> None:
-    pd = pytest.importorskip("pandas", reason="pandas not installed")
+    pd = needs.module("pandas", TEST)
     out = tmp_path / name
     _write(out, ["1", "2", "3"])
     df = pd.read_csv(out, sep=sep, dtype={"id": str})
@@ -167,7 +169,7 @@ def test_a_format_it_cannot_write_is_refused(tmp_path: Path, name: str) -> None:
 
 
 def test_the_table_is_written_when_a_run_is_interrupted(tmp_path: Path) -> None:
-    pd = pytest.importorskip("pandas", reason="pandas not installed")
+    pd = needs.module("pandas", TEST)
     out = tmp_path / "out.csv"
     with pytest.raises(KeyboardInterrupt), ResultsFile(out, RUN) as rf:
         rf.write(Record("1", "positive", "workers"))
@@ -206,9 +208,9 @@ def test_a_failed_write_leaves_no_torn_line(tmp_path: Path, monkeypatch: pytest.
 def test_classify_writes_the_table_its_name_asks_for(tmp_path: Path, fake: Any,
                                                      monkeypatch: pytest.MonkeyPatch,
                                                      name: str) -> None:
-    pd = pytest.importorskip("pandas", reason="pandas not installed")
+    pd = needs.module("pandas", TEST)
     if name.endswith(".parquet"):
-        pytest.importorskip("pyarrow", reason="pyarrow not installed (extra 'parquet')")
+        needs.module("pyarrow", needs.PARQUET)
     from typer.testing import CliRunner
 
     from speculabel.cli import app
