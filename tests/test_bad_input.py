@@ -8,6 +8,7 @@ workers are the VADER lexicon and a fake OpenAI-compatible endpoint on 127.0.0.1
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -39,6 +40,7 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     after: str = "absent"  # the output afterwards: absent | unchanged | records:N | empty
     first: list[str] | None = None  # a run made before, whose output the case starts from
+    held: str = ""  # a file under tmp whose output lock another run holds during the case
 
 
 W = "--workers=vader,openai:m2@{url}"
@@ -116,9 +118,19 @@ CASES = [
     # ------------------------------------------------------------ unwritable places
     Case("vote store under a file", BASE, 2, "cannot open the vote store",
          files={"home": "a file"}, env={"SPECULABEL_HOME": "{tmp}/home/sub"}, after="empty"),
+    Case("vote store that is not a database", [*BASE, "--votes", "{tmp}/v.sqlite"], 2,
+         "is damaged (file is not a database): move or delete it",
+         files={"v.sqlite": b"not sqlite at all " * 300}, after="absent"),
     Case("output under a file", [*BASE[:3], "{tmp}/f/out.jsonl", *BASE[4:]], 2,
          "is a file, not a directory", files={"f": "x"}),
     Case("output is a directory", [*BASE[:3], "{tmp}", *BASE[4:]], 2, "is a directory"),
+    Case("output a format it cannot write", [*BASE[:3], "{tmp}/out.xlsx", *BASE[4:]], 2,
+         "results are written as .jsonl (json lines), .csv, .tsv or .parquet",
+         after="absent:out.xlsx"),
+    Case("output in use by another run", BASE, 2, "in use by another speculabel run (pid",
+         held="out.jsonl"),
+    Case("output in use, resuming", BASE, 2, "in use by another speculabel run (pid",
+         first=BASE, held="out.jsonl", after="unchanged"),
     # ------------------------------------------------------------ smaller
     Case("confident-majority without threshold", [*BASE, "--policy", "confident-majority"], 2,
          "needs a threshold"),
@@ -175,15 +187,20 @@ def test_bad_input(case: Case, tmp_path: Path, fake: Any, monkeypatch: pytest.Mo
         code, text, _ = _run([_fill(a, tmp_path, url) for a in case.first], env)
         assert code == 0, text
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
-    code, text, exc = _run([_fill(a, tmp_path, url) for a in case.args], env)
+    with contextlib.ExitStack() as stack:
+        if case.held:
+            from speculabel.io.lock import OutputLock
+
+            stack.enter_context(OutputLock(tmp_path / case.held))
+        code, text, exc = _run([_fill(a, tmp_path, url) for a in case.args], env)
     assert "Traceback" not in text
     assert exc is None or isinstance(exc, SystemExit), repr(exc)
     assert code == case.code, text
     assert case.phrase.lower() in text.lower(), text
     if case.after.startswith("absent:"):
         assert not (tmp_path / case.after.split(":")[1]).exists()
-    elif case.after == "absent":
-        assert not out.exists() or out.stat().st_size == 0
+    elif case.after == "absent":  # not even a 0-byte file, nor its settings
+        assert not out.exists() and not (tmp_path / "out.jsonl.meta.json").exists()
     elif case.after == "empty":
         assert not out.exists() or out.read_text() == ""
     elif case.after == "unchanged":

@@ -147,7 +147,8 @@ def test_results_resume_after_torn_write(tmp_path: Path) -> None:
     rf2.write(Record("3", "neutral", "judge"))
     rf2.close()
     assert [r["id"] for r in _records(out)] == ["1", "2", "3"]
-    assert json.loads(out.read_text().splitlines()[0])["speculabel"] == "results"
+    assert all("speculabel" not in json.loads(x) for x in out.read_text().splitlines())
+    assert json.loads((tmp_path / "out.jsonl.meta.json").read_text())["speculabel"] == "results"
     with pytest.raises(ValueError, match="already written"):
         ResultsFile(out).write(Record("3", "neutral", "judge"))
 
@@ -164,6 +165,7 @@ def test_a_foreign_file_is_refused_and_left_byte_for_byte(tmp_path: Path, conten
     with pytest.raises(ResultsError, match=r"not a speculabel results file.*untouched"):
         ResultsFile(out)
     assert out.read_text() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["victim.txt"]  # no sidecar, no lock
 
 
 def test_output_paths_that_cannot_work(tmp_path: Path) -> None:
@@ -193,8 +195,9 @@ def test_another_run_is_refused_naming_what_differs(tmp_path: Path) -> None:
         rf.write(Record("3", "similar", "judge"))
     recs = _records(out)
     assert [r["run"] for r in recs] == [a.fingerprint, a.fingerprint, b.fingerprint]
-    headers = [d for d in map(json.loads, out.read_text().splitlines()) if "speculabel" in d]
-    assert [h["run"] for h in headers] == [a.fingerprint, b.fingerprint]
+    meta = json.loads((tmp_path / "out.jsonl.meta.json").read_text())
+    assert [r["run"] for r in meta["runs"]] == [a.fingerprint, b.fingerprint]
+    assert meta["runs"][0]["settings"] == a.settings and meta["runs"][0]["input"] == a.input
 
 
 def test_bad_rows_are_keyed_by_row_and_never_collide_with_ids(tmp_path: Path) -> None:

@@ -200,11 +200,21 @@ def calibrate(
         typer.secho(note, fg=typer.colors.YELLOW, err=True)
     if not items:
         raise fail(f"no items in {input}")
-    _certify_and_write(
-        input, output, the_task, task, items, gold, worker_specs, judge_spec, the_scope, goal,
-        reference, delta, policy, model_calibration, fit_fraction, method, votes, early_exit,
-        report, seed, quiet,
-    )
+    from speculabel.io.lock import OutputBusyError, OutputLock
+
+    lock = OutputLock(output)  # one calibrate per config (and its STEM.fitted/ folder)
+    try:
+        lock.acquire()
+    except (OutputBusyError, OSError) as e:
+        raise fail(str(e)) from None
+    try:
+        _certify_and_write(
+            input, output, the_task, task, items, gold, worker_specs, judge_spec, the_scope, goal,
+            reference, delta, policy, model_calibration, fit_fraction, method, votes, early_exit,
+            report, seed, quiet,
+        )
+    finally:
+        lock.release()
 
 
 def _certify_and_write(

@@ -53,8 +53,9 @@ def classify(
     output: Annotated[
         str,
         typer.Option("--output", "-o", show_default=False,
-                     help="Results file (JSON Lines); with --engine ray a results directory of "
-                          "record shards. Rerun to resume."),
+                     help="Results file: .jsonl (JSON Lines, one record a line), .csv, .tsv or "
+                          ".parquet; the run's settings go to OUT.meta.json beside it. With "
+                          "--engine ray a results directory of record shards. Rerun to resume."),
     ],
     config: Annotated[
         Path | None, typer.Option(help="cascade.toml with the settings below (flags override it).")
@@ -181,8 +182,7 @@ def classify(
     from speculabel.cascade.build import check_setup
     from speculabel.cascade.config import ConfigError, make_config, read_config_data
     from speculabel.io.results import ResultsError, ResultsFile, RunInfo
-    from speculabel.io.tables import InputError, RowError, read_items
-    from speculabel.records import Item
+    from speculabel.io.tables import InputError, read_items
     from speculabel.scale.settings import EngineError, check_engine, make_ray_settings, pop_ray_table
     from speculabel.tasks import TaskError, load_task
 
@@ -250,42 +250,62 @@ def classify(
     if skipped:
         echo_note(f"resuming: {skipped} of {len(rows)} rows already in {out_path}", quiet)
 
-    with results:
-        for r in todo:
-            if isinstance(r, RowError):
-                results.write_bad_row(r)
-        items = [r for r in todo if isinstance(r, Item)]
-        n_errors = len(todo) - len(items)
-        if not items:
-            typer.echo(f"nothing to do: all {len(rows)} rows are in {out_path}")
-            return
-        store = _open_votes(votes, no_votes)
-        if cfg.adaptive:
-            from speculabel.cli.adaptive import run_adaptive
+    from speculabel.io.votes import VoteStoreError
 
-            try:
-                stats = run_adaptive(cfg, the_task, rows, results, out_path, store, quiet)
-            finally:
-                if store is not None:
-                    store.close()
-            _finish(stats, n_errors, out_path)
-            return
-        for spec, where in learner_dirs(cfg.workers, cfg.models, out_path).items():
-            cfg.models.setdefault(spec, {})["directory"] = str(where)
-            echo_note(f"{spec} keeps its labels and model in {where}", quiet)
-        cascade = _build(cfg, the_task, store, quiet)
+    try:
+        with results:  # holds OUT.lock: the learner folders and OUT.adaptive/ are ours too
+            stats = _run(cfg, the_task, rows, todo, results, out_path, votes, no_votes, quiet)
+    except ResultsError as e:  # disk full: the message says what is saved
+        raise fail(str(e)) from None
+    except VoteStoreError as e:  # a store fault: what is decided stays saved
+        saved = (f"; the {results.saved} records decided are saved in {out_path}: rerun the "
+                 "same command to resume" if results.saved else "; nothing was written")
+        raise fail(f"{e}{saved}") from None
+    if stats is not None:
+        _finish(*stats, out_path)
+
+
+def _run(cfg: Any, the_task: Any, rows: list[Any], todo: list[Any], results: Any,
+         out_path: Path, votes: Path | None, no_votes: bool, quiet: bool
+         ) -> tuple[Any, int] | None:
+    """Decide ``todo`` into ``results``; the run's stats and bad-row count (``None``: nothing
+    to do)."""
+    from speculabel.io.tables import RowError
+    from speculabel.records import Item
+
+    for r in todo:
+        if isinstance(r, RowError):
+            results.write_bad_row(r)
+    items = [r for r in todo if isinstance(r, Item)]
+    n_errors = len(todo) - len(items)
+    if not items:
+        typer.echo(f"nothing to do: all {len(rows)} rows are in {out_path}")
+        return None
+    store = _open_votes(votes, no_votes)
+    if cfg.adaptive:
+        from speculabel.cli.adaptive import run_adaptive
+
         try:
-            run_with_progress(cascade.classify_iter(items), len(items), cascade.stats,
-                              results.write, quiet)
-        except KeyboardInterrupt:
-            typer.echo(f"interrupted: {cascade.stats.items} items decided in this run are saved "
-                       f"in {out_path}; rerun the same command to resume", err=True)
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            return run_adaptive(cfg, the_task, rows, results, out_path, store, quiet), n_errors
         finally:
-            cascade.close()
             if store is not None:
                 store.close()
-    _finish(cascade.stats, n_errors, out_path)
+    for spec, where in learner_dirs(cfg.workers, cfg.models, out_path).items():
+        cfg.models.setdefault(spec, {})["directory"] = str(where)
+        echo_note(f"{spec} keeps its labels and model in {where}", quiet)
+    cascade = _build(cfg, the_task, store, quiet)
+    try:
+        run_with_progress(cascade.classify_iter(items), len(items), cascade.stats,
+                          results.write, quiet)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: {cascade.stats.items} items decided in this run are saved "
+                   f"in {out_path}; rerun the same command to resume", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        cascade.close()
+        if store is not None:
+            store.close()
+    return cascade.stats, n_errors
 
 
 def _finish(stats: Any, n_errors: int, out_path: Path) -> None:

@@ -16,7 +16,11 @@ per item (``cpu_s``, the process-time delta of its batch divided by the batch si
 benchmark can model a cascade's cost from the store alone.
 
 The database runs in WAL mode: many readers (another bench, a report) can read while one
-writer writes.  One :class:`VoteStore` may be shared by threads (calls are serialised by a lock).
+writer writes.  One :class:`VoteStore` may be shared by threads (calls are serialised by a lock);
+many processes may share one file (two runs on different outputs, the default home): a busy
+database is waited for (``busy_timeout``) and the operation retried a bounded number of times, so
+"database is locked" does not end a run.  Any other SQLite fault (a read-only file, a damaged
+page, a full disk) becomes a :class:`VoteStoreError` whose one line names the file and the remedy.
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any, TypeVar
 
 from speculabel.errors import SpeculabelError
 from speculabel.records import Item, Vote
@@ -58,6 +63,10 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 # SQLite limits the number of host parameters per statement; stay well below it.
 _CHUNK = 500
+#: tries of one operation while another process holds the database (each waits busy_timeout)
+_BUSY_TRIES = 8
+
+T = TypeVar("T")
 
 
 def item_key(task: Task, item: Item) -> str:
@@ -72,6 +81,29 @@ def item_key(task: Task, item: Item) -> str:
 
 class VoteStoreError(SpeculabelError, RuntimeError):
     """The vote store cannot be opened or used; the message names its path."""
+
+
+def _busy(e: sqlite3.Error) -> bool:
+    msg = str(e).lower()
+    return isinstance(e, sqlite3.OperationalError) and ("locked" in msg or "busy" in msg)
+
+
+def fault_message(path: Path, e: BaseException, doing: str = "use") -> str:
+    """One line for a store fault, with the remedy that fits it (a damaged file is not cured by
+    choosing a writable one)."""
+    msg = str(e)
+    low = msg.lower()
+    if "readonly" in low or "read-only" in low or isinstance(e, PermissionError):
+        return (f"cannot write the vote store {path}: {msg}; choose a writable file with --votes "
+                "(or $SPECULABEL_HOME a writable folder), or use --no-votes")
+    if "malformed" in low or "not a database" in low or "corrupt" in low:
+        return (f"the vote store {path} is damaged ({msg}): move or delete it (it only caches "
+                "votes; they are asked again), or use --no-votes")
+    if "disk is full" in low or "no space" in low:
+        return (f"cannot write the vote store {path}: the disk is full; free some space and "
+                "rerun the same command, or use --no-votes")
+    return (f"cannot {doing} the vote store {path}: {msg}; point --votes at a writable file "
+            "(or $SPECULABEL_HOME at a writable folder), or use --no-votes")
 
 
 @dataclass(frozen=True)
@@ -95,29 +127,17 @@ class VoteStore:
         self.path = Path(path)
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._timeout_s = timeout_s
         try:
             if str(path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(
                 str(path), timeout=timeout_s, check_same_thread=False, isolation_level=None
             )
-            self._conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
-            if str(path) != ":memory:":
-                self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(_SCHEMA)
-            row = self._conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                self._conn.execute(
-                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
+            row = self._retry(self._open)
         except (sqlite3.Error, OSError) as e:
             self.close()
-            raise VoteStoreError(
-                f"cannot open the vote store {self.path}: {e}; point --votes at a writable "
-                "file (or $SPECULABEL_HOME at a writable folder), or use --no-votes"
-            ) from e
+            raise VoteStoreError(fault_message(self.path, e, "open")) from e
         if row is not None and int(row[0]) != SCHEMA_VERSION:
             self.close()
             raise VoteStoreError(
@@ -126,6 +146,58 @@ class VoteStore:
             )
 
     # ------------------------------------------------------------------ internals
+
+    def _open(self) -> tuple[str] | None:
+        """Settings and schema; then a write, so that a read-only file is found now, not after
+        hours of votes.  Returns the stored schema row (``None`` for a new store)."""
+        conn = self.conn
+        wait_ms = int(self._timeout_s * 1000)
+        conn.execute(f"PRAGMA busy_timeout={wait_ms}")
+        if str(self.path) != ":memory:":
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_SCHEMA)
+        row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None:
+            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)",
+                         (str(SCHEMA_VERSION),))
+            return None
+        # the write probe never waits: a store another process is writing to is writable
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('opened', ?)",
+                         (str(time.time()),))
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            _rollback(conn)
+            if not _busy(e):
+                raise
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={wait_ms}")
+        return (str(row[0]),)
+
+    def _retry(self, op: Callable[[], T]) -> T:
+        """``op()``, tried again while another process holds the database.  SQLite waits up to
+        ``busy_timeout`` itself, but answers "locked" at once where waiting could deadlock (a
+        snapshot gone stale, a journal-mode change); bounded by tries and by time."""
+        give_up = time.monotonic() + 2 * self._timeout_s
+        for attempt in range(_BUSY_TRIES):
+            try:
+                return op()
+            except sqlite3.Error as e:
+                if not _busy(e) or attempt == _BUSY_TRIES - 1 or time.monotonic() > give_up:
+                    raise
+                time.sleep(min(2.0, 0.05 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    def _guarded(self, op: Callable[[], T], doing: str) -> T:
+        """``op()`` under the lock, retried while busy; any other fault is one clear line."""
+        with self._lock:
+            try:
+                return self._retry(op)
+            except sqlite3.Error as e:
+                raise VoteStoreError(fault_message(self.path, e, doing)) from e
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -154,32 +226,38 @@ class VoteStore:
         ``model_name`` renames the returned votes (the same file may be known by two specs).
         Every returned vote has ``cached=True``.
         """
-        out: dict[str, StoredVote] = {}
         uniq = list(dict.fromkeys(keys))
-        with self._lock:
+
+        def read() -> list[Any]:
+            found: list[Any] = []
             for i in range(0, len(uniq), _CHUNK):
                 chunk = uniq[i : i + _CHUNK]
                 marks = ",".join("?" * len(chunk))
-                rows = self.conn.execute(
+                found += self.conn.execute(
                     "SELECT item_key, model, label, probs, latency_s, cpu_s, method, error, "
                     "truncated, created FROM votes "
                     f"WHERE model_fp=? AND task_fp=? AND item_key IN ({marks})",
                     (model_fp, task_fp, *chunk),
                 ).fetchall()
-                for key, model, label, probs, lat, cpu, method, error, trunc, created in rows:
-                    if label is None and not include_abstentions:
-                        continue
-                    vote = Vote(
-                        model=model_name if model_name is not None else model,
-                        label=label,
-                        probs={k: float(v) for k, v in json.loads(probs).items()},
-                        latency_s=float(lat),
-                        method=method,
-                        error=error,
-                        truncated=bool(trunc),
-                        cached=True,
-                    )
-                    out[key] = StoredVote(vote, None if cpu is None else float(cpu), float(created))
+            return found
+
+        out: dict[str, StoredVote] = {}
+        for key, model, label, probs, lat, cpu, method, error, trunc, created in self._guarded(
+            read, "read"
+        ):
+            if label is None and not include_abstentions:
+                continue
+            vote = Vote(
+                model=model_name if model_name is not None else model,
+                label=label,
+                probs={k: float(v) for k, v in json.loads(probs).items()},
+                latency_s=float(lat),
+                method=method,
+                error=error,
+                truncated=bool(trunc),
+                cached=True,
+            )
+            out[key] = StoredVote(vote, None if cpu is None else float(cpu), float(created))
         return out
 
     def get_many(
@@ -219,8 +297,7 @@ class VoteStore:
         if task_fp is not None:
             sql += " AND task_fp=?"
             args.append(task_fp)
-        with self._lock:
-            return int(self.conn.execute(sql, args).fetchone()[0])
+        return int(self._guarded(lambda: self.conn.execute(sql, args).fetchone()[0], "read"))
 
     # ------------------------------------------------------------------ writing
 
@@ -267,7 +344,8 @@ class VoteStore:
         ]
         if not values:
             return
-        with self._lock:
+
+        def write() -> None:
             conn = self.conn
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -277,10 +355,12 @@ class VoteStore:
                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     values,
                 )
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
-            conn.execute("COMMIT")
+
+        self._guarded(write, "write")
 
     def put(
         self, model_fp: str, task_fp: str, key: str, vote: Vote, *, cpu_s: float | None = None
@@ -305,3 +385,12 @@ class VoteStore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """End a failed transaction; a fault while doing so must not hide the first one."""
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
