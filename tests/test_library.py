@@ -366,3 +366,15 @@ def test_workers_sharing_an_embedder_embed_each_text_once() -> None:
     emb.forget()
     emb(["a"])
     assert seen == ["a", "b", "c", "a"]
+
+
+@pytest.mark.slow
+def test_the_demo_is_a_library_function(smollm2_path: object) -> None:
+    from speculabel.bench.demo import demo_settings, run_demo_task
+
+    settings, note = demo_settings("sentiment", ["vader"], "smollm2-135m", "majority", None,
+                                   print)
+    run = run_demo_task(settings, note)
+    assert len(run.records) == len(run.judge_votes) == len(run.items) == 30
+    assert [r.id for r in run.records] == [it.id for it in run.items]
+    assert 0 <= run.accuracy <= 1 and run.cascade_s > 0 and run.judge_s > 0
