@@ -312,3 +312,21 @@ def test_a_worker_behind_a_server_runs_as_plain_tasks(tweets: Path, tmp_path: Pa
         assert (ours[rid]["label"], ours[rid]["decided_by"]) == (want["label"], want["decided_by"])
         for a, b in zip(ours[rid]["votes"], want["votes"], strict=True):
             _same_vote(a, b)
+
+
+def test_the_default_cascade_runs_on_ray(tweets: Path, tmp_path: Path, ray_address: str) -> None:
+    """Without --workers, --engine ray runs a stated cascade of workers that need no labels (the
+    single-process default learns from the judge as it goes, which Ray cannot)."""
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "speculabel.cli", "classify", str(tweets), "-o", str(out),
+            "--task", "sentiment", "--text-column", "tweet", "--id-column", "tweet_id",
+            "--judge", "smollm2-135m", "--engine", "ray", "--address", ray_address,
+            "--no-votes", "--cpus-per-actor", "0.5", "--judge-cpus-per-actor", "0.5"]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "running vader,gemma3-270m" in res.stderr
+    ids = _ids(out)
+    assert len(ids) == len(set(ids)) == N + 1
+    records = [json.loads(line) for p in out.glob("part-*.jsonl")
+               for line in p.read_text().splitlines()]
+    assert {v["model"] for r in records for v in r["votes"]} == {"vader", "gemma3-270m"}

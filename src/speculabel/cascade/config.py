@@ -63,6 +63,14 @@ TASK_DEFAULT_WORKERS = {
     "similar-ticket": ("similarity:minilm", "learner:minilm"),
 }
 DEFAULT_JUDGE = "qwen2.5-1.5b"
+#: defaults for --engine ray, where a worker cannot learn from the judge as the run goes (that
+#: needs one process seeing the labels in order): workers that need no labels
+RAY_TASK_DEFAULT_WORKERS = {"sentiment": ("vader", "gemma3-270m")}
+
+
+def ray_default_workers(task: str) -> list[str]:
+    """The default workers of ``--engine ray`` for a task (no learning worker)."""
+    return list(RAY_TASK_DEFAULT_WORKERS.get(task, DEFAULT_WORKERS))
 
 
 def default_workers(task: str) -> list[str]:

@@ -180,7 +180,12 @@ def classify(
     """
     from speculabel.backends.base import BackendError
     from speculabel.cascade.build import check_setup
-    from speculabel.cascade.config import ConfigError, make_config, read_config_data
+    from speculabel.cascade.config import (
+        ConfigError,
+        make_config,
+        ray_default_workers,
+        read_config_data,
+    )
     from speculabel.io.results import ResultsError, ResultsFile, RunInfo
     from speculabel.io.tables import InputError, read_items
     from speculabel.scale.settings import EngineError, check_engine, make_ray_settings, pop_ray_table
@@ -206,6 +211,11 @@ def classify(
         data = read_config_data(config) if config else {}
         ray_table = pop_ray_table(data, str(config))  # the engine's own table, never a label's
         data.update({k: v for k, v in overrides.items() if v is not None})
+        if engine == "ray" and "workers" not in data and not data.get("judge_only"):
+            data["workers"] = ray_default_workers(str(data.get("task") or "sentiment"))
+            echo_note(f"--engine ray: the default workers learn from the judge as they come, "
+                      f"which needs one process; running {','.join(data['workers'])} (calibrate "
+                      "a learning worker first to run it frozen on Ray)", quiet)
         cfg = make_config(data, f"{config} (with the flags)" if config else "settings")
         check_engine(engine, adaptive=cfg.adaptive)  # adaptive runs are single-process
         if cfg.adaptive:
