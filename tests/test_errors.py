@@ -14,9 +14,11 @@ from speculabel.backends.llamacpp.engine import Unanswerable
 from speculabel.backends.openai.parse import Abstain, SharedFirstToken
 from speculabel.backends.openai.transport import Failed, Unavailable
 from speculabel.cascade.config import ConfigError
+from speculabel.certify.api import CalibrationError
 from speculabel.errors import PendingError, SpeculabelError
 from speculabel.io.datasets import DataMissing
-from speculabel.io.results import ResultsError
+from speculabel.io.lock import OutputBusyError
+from speculabel.io.results import ResultsError, ResultsWriteError
 from speculabel.io.tables import InputError
 from speculabel.io.votes import VoteStoreError
 from speculabel.models import ModelError
@@ -31,6 +33,7 @@ HISTORICAL = {
     ResultsError: ValueError, VoteStoreError: RuntimeError, ConfigError: ValueError,
     DataMissing: FileNotFoundError, PendingError: Exception, Unavailable: Exception,
     Failed: Exception, Abstain: Exception, SharedFirstToken: Exception, Unanswerable: Exception,
+    CalibrationError: ValueError, OutputBusyError: ValueError, ResultsWriteError: ValueError,
 }
 
 
