@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,7 +43,9 @@ def test_every_error_derives_from_the_one_base_and_keeps_its_old_one(cls: type) 
     assert issubclass(cls, SpeculabelError)
     assert issubclass(cls, HISTORICAL[cls])
     with pytest.raises(SpeculabelError):
-        raise cls("x") if cls is not PendingError else cls(["a"])
+        if cls is PendingError:
+            raise cls(["a"])
+        raise cls(Path("out.jsonl"), 1) if cls is OutputBusyError else cls("x")
 
 
 def test_the_base_is_exported() -> None:
