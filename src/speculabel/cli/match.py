@@ -47,6 +47,10 @@ def match(
                       ] = None,
     threshold: Annotated[float | None, typer.Option(
         help="Threshold for confident-majority / weighted.")] = None,
+    reject: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0,
+        help="Least confidence at which the workers drop a pair as no match (a match needs "
+             "--threshold) [default: the certificate's, else the threshold].")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Pairs per batch [default: 8].")
                           ] = None,
     search: Annotated[str, typer.Option(
@@ -90,6 +94,7 @@ def match(
             raise ConfigError(f"task {the_task.name!r} is not a pair task with a "
                               f"{MATCH_LABEL!r} label; match needs one (e.g. similar-ticket)")
         check_setup(cfg, the_task)
+        rule = _rule(cfg, reject)
     except (ConfigError, TaskError, BackendError, ValueError) as e:
         raise fail(str(e)) from None
     out_path = Path(output)
@@ -104,6 +109,7 @@ def match(
                                        id_column=id_column)) if against else []
         run = MatchRunInfo(
             {**settings.to_json(), **cfg.decision_settings(),
+             "rule": rule.describe() if rule is not None else None,
              "task_prompt": the_task.fingerprint()},
             {"queue": str(Path(queue).resolve()), "against": str(against.resolve())
              if against else None, "text_column": text_column, "id_column": id_column})
@@ -119,18 +125,54 @@ def match(
         if out.pairs:
             echo_note(f"resuming: {len(out.pairs)} pairs already decided in "
                       f"{out.pairs_path}", quiet)
-        _run(entries, past, cfg, the_task, settings, out, out_path, quiet)
+        _run(entries, past, cfg, the_task, rule, settings, out, out_path, quiet)
 
 
-def _run(entries: list[Any], past: list[Any], cfg: Any, task: Any, settings: Any, out: Any,
-         out_path: Path, quiet: bool) -> None:
-    from speculabel.cli.classify import _build, learner_dirs
+def _rule(cfg: Any, reject: float | None) -> Any:
+    """The pair rule: a certified match threshold with its own reject level
+    (:class:`MatchRule`), or the config's rule as it is."""
+    from speculabel.match.certify import SCOPE
+    from speculabel.match.policy import MatchRule
+
+    cert_reject = cfg.certificate.get("reject") if cfg.certificate.get("scope") == SCOPE else None
+    level = reject if reject is not None else cert_reject
+    if level is None:
+        return None
+    if cfg.policy != "confident-majority" or cfg.threshold is None:
+        raise ValueError("--reject needs --policy confident-majority and a --threshold (the "
+                         "confidence at which the workers report a match)")
+    return MatchRule(cfg.threshold, float(level))
+
+
+def _cascade(cfg: Any, task: Any, rule: Any, quiet: bool) -> Any:
+    """The cascade the config names (``rule`` replacing its acceptance rule when given)."""
+    from speculabel.backends.base import BackendError
+    from speculabel.cascade.build import build_cascade, load_backends
+    from speculabel.cascade.run import Cascade
+    from speculabel.models import ModelError
+
+    try:
+        if rule is None:
+            return build_cascade(cfg, task=task, progress=lambda m: echo_note(m, quiet))
+        loaded = load_backends([*cfg.workers, *([cfg.judge] if cfg.judge else [])], task,
+                               cfg.models, lambda m: echo_note(m, quiet))
+        n = len(cfg.workers)
+        return Cascade(task, loaded[:n], loaded[n] if cfg.judge else None, rule,
+                       parallel_workers=cfg.parallel_workers, batch_size=cfg.batch_size,
+                       calibration={k: v.model_dump() for k, v in cfg.calibration.items()})
+    except (BackendError, ModelError, ValueError) as e:
+        raise fail(str(e)) from None
+
+
+def _run(entries: list[Any], past: list[Any], cfg: Any, task: Any, rule: Any, settings: Any,
+         out: Any, out_path: Path, quiet: bool) -> None:
+    from speculabel.cli.classify import learner_dirs
     from speculabel.match.run import run_match
     from speculabel.match.statement import statement
 
     for spec, where in learner_dirs(cfg.workers, cfg.models, out_path).items():
         cfg.models.setdefault(spec, {})["directory"] = str(where)
-    cascade = _build(cfg, task, None, quiet)
+    cascade = _cascade(cfg, task, rule, quiet)
     try:
         with _Bars(quiet) as bars:
             result = run_match(entries, cascade, past=past, settings=settings, output=out,
@@ -183,7 +225,7 @@ def _text_task(task: Any) -> Any:
     """The task with one ``text`` field: what the ticket reader needs (no label changes)."""
     import dataclasses
 
-    return dataclasses.replace(task, fields=("text",), examples=())
+    return dataclasses.replace(task, fields=("text",), examples=(), input_template="{text}")
 
 
 def register(app: typer.Typer) -> None:
