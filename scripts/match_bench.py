@@ -24,12 +24,19 @@ def main() -> None:
     ap.add_argument("--k-grid", default=",".join(map(str, bench.GRID_K)))
     ap.add_argument("--floor-grid", default=",".join(map(str, bench.GRID_FLOOR)))
     ap.add_argument("--reject-grid", default=",".join(map(str, bench.GRID_REJECT)))
+    ap.add_argument("--workers-grid", default=";".join(bench.GRID_WORKERS),
+                    help="worker sets to try, separated by ';'")
+    ap.add_argument("--judge-budget", type=float, default=bench.BUDGET)
+    ap.add_argument("--embed-cache", type=Path, default=None,
+                    help="keep the fit and tune queues' vectors here between runs (the held-out "
+                         "queue is always embedded inside its timed run)")
     a = ap.parse_args()
     data = a.data or shared_data_dir("banking77")
     report = bench.bench(data, n=a.n, grid_k=[int(x) for x in a.k_grid.split(",")],
                          grid_floor=[float(x) for x in a.floor_grid.split(",")],
                          grid_reject=[float(x) for x in a.reject_grid.split(",")],
-                         target=a.target, delta=a.delta)
+                         grid_workers=a.workers_grid.split(";"), budget=a.judge_budget,
+                         target=a.target, delta=a.delta, embed_cache=a.embed_cache)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(report, indent=1))
     print(bench.table(report))

@@ -226,3 +226,22 @@ def test_speculabel_match_from_python_with_minilm() -> None:
         speculabel.match(pd.Series(["x", "y"], index=[1, 1]), cascade=casc)
     with pytest.raises(SpeculabelError, match="no column 'nope'"):
         speculabel.match(df, text="nope", cascade=casc)
+
+
+def test_a_judge_budget_caps_the_judge_and_serves_unmatched_tickets_first() -> None:
+    # a worker that is sure of nothing: every pair is left for the judge
+    unsure = FunctionBackend("unsure", lambda task, its: [{"similar": 0.6, "not_similar": 0.4}
+                                                          for _ in its])
+    calls: list[int] = []
+    casc = Cascade(TASK, [unsure], gold_judge(calls), make_policy("confident-majority", 0.9))
+    res = run_match(items(), casc, settings=MatchSettings(k=3, floor=0.5, judge_budget=0.25),
+                    embed=fake_embed)
+    s = res.stats
+    assert s.judge_calls == sum(calls) == int(0.25 * s.candidate_pairs)
+    assert s.over_budget == s.candidate_pairs - s.judge_calls
+    assert len(res.pairs) == s.candidate_pairs
+    assert any("judge budget" in line for line in __import__(
+        "speculabel.match.statement", fromlist=["statement"]).statement(
+            s, MatchSettings(k=3, floor=0.5, judge_budget=0.25)))
+    # the judge's few calls went to pairs whose tickets had no match yet: most tickets get one
+    assert s.tickets_with_match >= 2 * s.judge_calls - 2

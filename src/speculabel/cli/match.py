@@ -53,6 +53,10 @@ def match(
              "--threshold) [default: the certificate's, else the threshold].")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Pairs per batch [default: 8].")
                           ] = None,
+    judge_budget: Annotated[float | None, typer.Option(
+        help="The judge decides at most this share of the candidate pairs (pairs of tickets "
+             "without a match first, then the likeliest); the rest the workers leave are not "
+             "asked [default: no limit].")] = None,
     search: Annotated[str, typer.Option(
         help="Nearest-neighbour search: auto (exact numpy up to 20,000 tickets, else usearch "
              "HNSW when installed), exact, usearch.")] = "auto",
@@ -77,7 +81,7 @@ def match(
     from speculabel.records import Item
     from speculabel.tasks import TaskError, load_task
 
-    settings = MatchSettings(k=k, floor=floor, engine=search)
+    settings = MatchSettings(k=k, floor=floor, engine=search, judge_budget=judge_budget)
     try:
         settings.check()
         data = read_config_data(config) if config else {}

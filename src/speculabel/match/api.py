@@ -55,6 +55,7 @@ def match(
     against: Any = None,
     k: int = DEFAULT_K,
     floor: float = DEFAULT_FLOOR,
+    judge_budget: float | None = None,
     cascade: Any = None,
     config: str | Path | None = None,
     workers: Sequence[str] | None = None,
@@ -66,7 +67,9 @@ def match(
 
     The pairs are decided by ``cascade`` (a :class:`speculabel.Cascade` for the similar-ticket
     task, e.g. ``certify_matches(...).cascade(judge)``), else one built from ``config`` (a
-    cascade.toml) or from ``workers`` / ``judge`` (the similar-ticket defaults).  ``output``:
+    cascade.toml) or from ``workers`` / ``judge`` (the similar-ticket defaults).
+    ``judge_budget``: the judge decides at most this share of the candidate pairs (those of
+    tickets without a match first); the rest of what the workers leave is not asked.  ``output``:
     also write the results there (resumable, like the CLI).  ``result.records``: one dict per
     ticket ``{"id", "matches": [{"id", "p", "decided_by", "cosine"}], "group"}``;
     ``result.stats`` and ``result.statement`` say what was done and what is guaranteed.
@@ -75,7 +78,7 @@ def match(
     from speculabel.match.run import run_match
     from speculabel.match.statement import statement
 
-    settings = MatchSettings(k=k, floor=floor)
+    settings = MatchSettings(k=k, floor=floor, judge_budget=judge_budget)
     try:
         settings.check()
     except ValueError as e:

@@ -36,6 +36,7 @@ EmbedFn = Callable[[Sequence[str]], np.ndarray]
 DEFAULT_K = 5
 DEFAULT_FLOOR = 0.5
 MATCH_LABEL = "similar"
+OVER_BUDGET = "over_budget"
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,13 @@ class MatchSettings:
     floor: float = DEFAULT_FLOOR
     label: str = MATCH_LABEL
     engine: str = "auto"  # nearest-neighbour search: auto | exact | usearch
+    #: the judge's share of the candidate pairs at most (None: every pair the workers leave)
+    judge_budget: float | None = None
 
     def check(self) -> None:
+        if self.judge_budget is not None and not 0.0 <= self.judge_budget <= 1.0:
+            raise ValueError(f"--judge-budget is a share of the candidate pairs, between 0 and "
+                             f"1; got {self.judge_budget:g}")
         if self.k < 1:
             raise ValueError(f"--k must be at least 1, got {self.k}")
         if not -1.0 <= self.floor <= 1.0:
@@ -55,7 +61,7 @@ class MatchSettings:
 
     def to_json(self) -> dict[str, Any]:
         return {"k": self.k, "floor": self.floor, "label": self.label,
-                "search": self.engine}
+                "search": self.engine, "judge_budget": self.judge_budget}
 
 
 @dataclass
@@ -68,6 +74,7 @@ class MatchStats:
     decided_by_workers: int = 0
     judge_calls: int = 0
     pending: int = 0
+    over_budget: int = 0
     errors: int = 0
     matches: int = 0
     matches_by_workers: int = 0
@@ -144,7 +151,13 @@ def pair_key(p: Pair, ids: Sequence[str], past_ids: Sequence[str]) -> str:
     return f"{ids[p.a]}\x1f{'past:' if p.past else ''}{(past_ids if p.past else ids)[p.b]}"
 
 
-def pair_entry(key: str, a: str, b: str, p: Pair, rec: Record, label: str) -> dict[str, Any]:
+def pair_entry(key: str, a: str, b: str, p: Pair, rec: Record | None,
+               label: str) -> dict[str, Any]:
+    """A decided pair as its journal line (``rec`` None: left unasked, over the judge budget)."""
+    if rec is None:
+        return {"key": key, "a": a, "b": b, "past": p.past, "cosine": p.cosine, "label": None,
+                "p": None, "decided_by": None, "error": "over the judge budget: not asked",
+                "error_kind": OVER_BUDGET}
     dist = rec.distribution()
     return {"key": key, "a": a, "b": b, "past": p.past, "cosine": p.cosine,
             "label": rec.label, "p": round(float(dist.get(label, 0.0)), 4) if dist else None,
@@ -195,19 +208,26 @@ def run_match(
     items = [Item(keys[i], {"text_a": texts[cands[i].a],
                             "text_b": (past_texts if cands[i].past else texts)[cands[i].b]})
              for i in todo]
-    done = stats.resumed_pairs
-    if progress:
-        progress("pairs", done, len(cands))
-    for rec in cascade.classify_iter(items):
-        i = todo[rec.position]
+    done = [stats.resumed_pairs]
+
+    def keep(i: int, rec: Record | None) -> None:
         p = cands[i]
         entry = pair_entry(keys[i], ids[p.a], (past_ids if p.past else ids)[p.b], p, rec, s.label)
         if output is not None:
             output.write_pair(entry)
         decided[keys[i]] = entry
-        done += 1
+        done[0] += 1
         if progress:
-            progress("pairs", done, len(cands))
+            progress("pairs", done[0], len(cands))
+
+    if progress:
+        progress("pairs", done[0], len(cands))
+    if s.judge_budget is None:
+        for rec in cascade.classify_iter(items):
+            keep(todo[rec.position], rec)
+    else:
+        budgeted(cascade, todo, items, cands, keys, decided, keep,
+                 int(s.judge_budget * len(cands)), s.label)
     stats.seconds["pairs"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -222,6 +242,59 @@ def run_match(
     return MatchResult(records, pairs, stats)
 
 
+def budgeted(cascade: Any, todo: Sequence[int], items: Sequence[Item], cands: Sequence[Pair],
+             keys: Sequence[str], decided: dict[str, dict[str, Any]],
+             keep: Callable[[int, Record | None], None], budget: int, label: str) -> None:
+    """The pair stage with at most ``budget`` judge calls in all (earlier runs' included).
+
+    First the workers alone (the cascade without its judge): what they decide is kept; then
+    the pairs they leave go to the judge, those of tickets without a match yet first, then by
+    the workers' probability of a match, until the budget is spent; the rest are kept as
+    ``over_budget`` (``keep(i, None)``: no match reported, never asked)."""
+    judge = cascade.judge
+    escalated: list[tuple[int, Record]] = []
+    cascade.judge = None
+    try:
+        for rec in cascade.classify_iter(items):
+            if rec.error_kind == "no_judge" and rec.judge_vote is None:
+                escalated.append((todo[rec.position], rec))
+            else:
+                keep(todo[rec.position], rec)
+    finally:
+        cascade.judge = judge
+    matched: set[tuple[int, bool]] = set()
+    for p, k in zip(cands, keys, strict=True):
+        e = decided.get(k)
+        if e is not None and e.get("label") == label:
+            matched.update({(p.a, False), (p.b, p.past)})
+    spent = sum(1 for e in decided.values() if e.get("decided_by") == "judge")
+
+    def rank(x: tuple[int, Record]) -> tuple[bool, float]:
+        p = cands[x[0]]
+        covered = (p.a, False) in matched and (p.b, p.past) in matched
+        return covered, -_p_match(x[1], label)
+
+    by_pos = {i: n for n, i in enumerate(todo)}
+    left = budget - spent if judge is not None else 0
+    step = max(1, int(getattr(cascade, "batch_size", 8)))
+    while escalated and left > 0:  # a batch at a time: each answer re-ranks the rest
+        escalated.sort(key=rank)
+        ask, escalated = escalated[:min(step, left)], escalated[min(step, left):]
+        left -= len(ask)
+        for rec in cascade.classify_iter([items[by_pos[i]] for i, _ in ask]):
+            i = ask[rec.position][0]
+            keep(i, rec)
+            if rec.label == label:
+                matched.update({(cands[i].a, False), (cands[i].b, cands[i].past)})
+    for i, _ in escalated:
+        keep(i, None)
+
+
+def _p_match(rec: Record, label: str) -> float:
+    answered = [v for v in rec.votes if v.label is not None]
+    return sum(v.probs.get(label, 0.0) for v in answered) / len(answered) if answered else 0.0
+
+
 def _group(ids: Sequence[str], past_ids: Sequence[str], cands: Sequence[Pair],
            keys: Sequence[str], decided: dict[str, dict[str, Any]], label: str,
            stats: MatchStats) -> list[dict[str, Any]]:
@@ -234,6 +307,9 @@ def _group(ids: Sequence[str], past_ids: Sequence[str], cands: Sequence[Pair],
             continue
         if e.get("error_kind") in RETRYABLE:
             stats.pending += 1
+            continue
+        if e.get("error_kind") == OVER_BUDGET:
+            stats.over_budget += 1
             continue
         if e.get("error"):
             stats.errors += 1

@@ -31,6 +31,9 @@ def statement(stats: MatchStats, settings: MatchSettings,
         + (f"; {s.resumed_pairs} were decided by an earlier run" if s.resumed_pairs else "")
         + (f"; {s.pending} are pending (judge unavailable: rerun to decide them)"
            if s.pending else "")
+        + (f"; {s.over_budget} were left unasked (judge budget: at most "
+           f"{100 * (settings.judge_budget or 0):g}% of the candidate pairs)"
+           if s.over_budget else "")
         + (f"; {s.errors} failed" if s.errors else "") + ".",
         f"{s.matches} matches reported ({s.matches_by_workers} by the workers, "
         f"{s.matches_by_judge} by the judge); {s.tickets_with_match} tickets "
