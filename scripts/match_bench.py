@@ -36,12 +36,14 @@ def main() -> None:
                          grid_floor=[float(x) for x in a.floor_grid.split(",")],
                          grid_reject=[float(x) for x in a.reject_grid.split(",")],
                          grid_workers=a.workers_grid.split(";"), budget=a.judge_budget,
-                         target=a.target, delta=a.delta, embed_cache=a.embed_cache)
+                         target=a.target, delta=a.delta, embed_cache=a.embed_cache,
+                         out_config=a.out.with_suffix(".toml"))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(report, indent=1))
     print(bench.table(report))
     print(f"certificate: {report['certificate']['statement']}")
-    print(f"chosen on the tune queue: {report['chosen']}; report: {a.out}")
+    print(f"chosen on the tune queue: {report['chosen']}; report: {a.out}; certified "
+          f"settings: {a.out.with_suffix('.toml')}")
 
 
 if __name__ == "__main__":

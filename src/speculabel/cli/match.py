@@ -56,7 +56,7 @@ def match(
     judge_budget: Annotated[float | None, typer.Option(
         help="The judge decides at most this share of the candidate pairs (pairs of tickets "
              "without a match first, then the likeliest); the rest the workers leave are not "
-             "asked [default: no limit].")] = None,
+             "asked [default: the certificate's, else no limit].")] = None,
     search: Annotated[str, typer.Option(
         help="Nearest-neighbour search: auto (exact numpy up to 20,000 tickets, else usearch "
              "HNSW when installed), exact, usearch.")] = "auto",
@@ -81,10 +81,14 @@ def match(
     from speculabel.records import Item
     from speculabel.tasks import TaskError, load_task
 
-    settings = MatchSettings(k=k, floor=floor, engine=search, judge_budget=judge_budget)
     try:
-        settings.check()
         data = read_config_data(config) if config else {}
+        found = data.get("certificate")
+        cert: dict[str, Any] = found if isinstance(found, dict) else {}
+        if judge_budget is None and cert.get("judge_budget") is not None:
+            judge_budget = float(cert["judge_budget"])
+        settings = MatchSettings(k=k, floor=floor, engine=search, judge_budget=judge_budget)
+        settings.check()
         data.setdefault("task", "similar-ticket")
         flags = {"workers": csv_list(workers, "--workers"), "judge": judge, "policy": policy,
                  "threshold": threshold, "batch_size": batch_size}

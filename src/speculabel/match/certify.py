@@ -91,9 +91,10 @@ class MatchCertificate:
         return Cascade(self.task, self.workers, judge, rule, **kwargs)
 
     def save(self, path: str | Path, *, judge: str | None = None,
-             reject: float | None = None) -> Path:
+             reject: float | None = None, judge_budget: float | None = None) -> Path:
         """A cascade.toml for ``speculabel match --config``: learning workers frozen into
-        ``STEM.fitted/`` beside it, the certificate in ``[certificate]``."""
+        ``STEM.fitted/`` beside it, the certificate in ``[certificate]`` (with the ``reject``
+        level and the ``judge_budget`` the match command then uses by default)."""
         from speculabel.backends.base import unwrap
         from speculabel.backends.learner.base import LearningWorker
         from speculabel.cascade.config import make_config, save_config
@@ -111,7 +112,8 @@ class MatchCertificate:
         cfg = make_config({
             "task": self.task.name, "workers": [w.spec for w in self.workers], "judge": judge,
             "policy": "confident-majority", "threshold": self.threshold, "models": models,
-            "certificate": {k: v for k, v in {**self.to_json(), "reject": reject}.items()
+            "certificate": {k: v for k, v in {**self.to_json(), "reject": reject,
+                                                 "judge_budget": judge_budget}.items()
                             if v is not None},
         }, "certified match settings")
         return save_config(cfg, out, f"written by speculabel.match.certify_matches()\n"

@@ -33,8 +33,8 @@ Progress = Callable[[str, int, int], None]
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
 
 #: chosen by the bench (``scripts/match_bench.py``) on Banking77 queues from test.csv
-DEFAULT_K = 5
-DEFAULT_FLOOR = 0.5
+DEFAULT_K = 8
+DEFAULT_FLOOR = 0.3
 MATCH_LABEL = "similar"
 OVER_BUDGET = "over_budget"
 
