@@ -211,7 +211,9 @@ def hindsight_cosine(q: Queue, embed: Any, k: int, floor: float,
             break
     kept = [p for p in pairs if best is not None and p.cosine >= best]
     recs = _records(q, kept, groups(q.ids, [(p.a, p.b) for p in kept]))
-    return {"queue": q.name, "baseline": f"cosine >= {best} (hindsight)", "k": k,
+    name = (f"cosine >= {best:.2f} (hindsight)" if best is not None
+            else "cosine (hindsight): no threshold reaches the target")
+    return {"queue": q.name, "baseline": name, "k": k,
             "floor": floor, "candidate_pairs": len(pairs), "judge_calls": 0,
             "judge_share": 0.0, **scores(q, recs, pairs)}
 
