@@ -165,7 +165,7 @@ def test_a_resumed_run_asks_nothing_twice_and_writes_each_ticket_once(tmp_path: 
 def test_output_refuses_foreign_files_other_settings_and_a_second_writer(tmp_path: Path) -> None:
     victim = tmp_path / "tickets.jsonl"
     victim.write_text('{"text": "mine"}\n')
-    with pytest.raises(MatchOutputError, match="not a speculabel match output.*untouched"):
+    with pytest.raises(MatchOutputError, match=r"not a speculabel match output.*untouched"):
         MatchOutput(victim, MatchRunInfo({"k": 3}))
     assert victim.read_text() == '{"text": "mine"}\n'
     out = tmp_path / "m.jsonl"
