@@ -178,8 +178,13 @@ def _run(entries: list[Any], past: list[Any], cfg: Any, task: Any, rule: Any, se
     from speculabel.match.run import run_match
     from speculabel.match.statement import statement
 
-    for spec, where in learner_dirs(cfg.workers, cfg.models, out_path).items():
+    learning = learner_dirs(cfg.workers, cfg.models, out_path)
+    for spec, where in learning.items():
         cfg.models.setdefault(spec, {})["directory"] = str(where)
+    if learning and settings.judge_budget is not None:
+        echo_note(f"note: {', '.join(learning)} learn from the judge, but under a judge budget "
+                  "the workers decide before the judge is asked: fit them first (a config from "
+                  "certify_matches)", quiet)
     cascade = _cascade(cfg, task, rule, quiet)
     try:
         with _Bars(quiet) as bars:
