@@ -19,6 +19,7 @@ from speculabel.io.datasets import DataMissing
 from speculabel.io.results import ResultsError
 from speculabel.io.tables import InputError
 from speculabel.io.votes import VoteStoreError
+from speculabel.match.output import MatchOutputError
 from speculabel.models import ModelError
 from speculabel.policy import PolicyError
 from speculabel.scale.settings import EngineError
@@ -31,6 +32,7 @@ HISTORICAL = {
     ResultsError: ValueError, VoteStoreError: RuntimeError, ConfigError: ValueError,
     DataMissing: FileNotFoundError, PendingError: Exception, Unavailable: Exception,
     Failed: Exception, Abstain: Exception, SharedFirstToken: Exception, Unanswerable: Exception,
+    MatchOutputError: ValueError,
 }
 
 
