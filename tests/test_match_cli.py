@@ -166,3 +166,15 @@ def test_a_certified_config_runs_with_its_rule_budget_and_statement(
                   .splitlines()]
     judged = sum(p["decided_by"] == "judge" for p in pairs_done)
     assert judged <= int(0.05 * len(pairs_done)) and len(f.requests) == judged
+    # the same certified config from Python: its rule, budget and statement
+    import pandas as pd
+
+    import speculabel
+
+    frame = pd.read_csv(q)
+    py = speculabel.match(frame, text="body", id="ticket_id", config=cfg, k=3, floor=0.2)
+    assert py.stats.judge_calls <= int(0.05 * py.stats.candidate_pairs)
+    assert any(line.startswith("Certified: precision >= 0.8") for line in py.statement)
+    by_id = {r["id"]: r for r in py.records}
+    cli_recs = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert {i: r["group"] for i, r in by_id.items()} == {i: r["group"] for i, r in cli_recs.items()}

@@ -76,6 +76,7 @@ def match(
     from speculabel.cascade.build import check_setup
     from speculabel.cascade.config import ConfigError, make_config, read_config_data
     from speculabel.io.tables import InputError, read_items
+    from speculabel.match.api import certified_rule
     from speculabel.match.output import MatchOutput, MatchRunInfo
     from speculabel.match.run import MATCH_LABEL, MatchSettings
     from speculabel.records import Item
@@ -102,7 +103,7 @@ def match(
             raise ConfigError(f"task {the_task.name!r} is not a pair task with a "
                               f"{MATCH_LABEL!r} label; match needs one (e.g. similar-ticket)")
         check_setup(cfg, the_task)
-        rule = _rule(cfg, reject)
+        rule = certified_rule(cfg, reject)
     except (ConfigError, TaskError, BackendError, ValueError) as e:
         raise fail(str(e)) from None
     out_path = Path(output)
@@ -136,38 +137,13 @@ def match(
         _run(entries, past, cfg, the_task, rule, settings, out, out_path, quiet)
 
 
-def _rule(cfg: Any, reject: float | None) -> Any:
-    """The pair rule: a certified match threshold with its own reject level
-    (:class:`MatchRule`), or the config's rule as it is."""
-    from speculabel.match.certify import SCOPE
-    from speculabel.match.policy import MatchRule
-
-    cert_reject = cfg.certificate.get("reject") if cfg.certificate.get("scope") == SCOPE else None
-    level = reject if reject is not None else cert_reject
-    if level is None:
-        return None
-    if cfg.policy != "confident-majority" or cfg.threshold is None:
-        raise ValueError("--reject needs --policy confident-majority and a --threshold (the "
-                         "confidence at which the workers report a match)")
-    return MatchRule(cfg.threshold, float(level))
-
-
-def _cascade(cfg: Any, task: Any, rule: Any, quiet: bool) -> Any:
-    """The cascade the config names (``rule`` replacing its acceptance rule when given)."""
+def _cascade(cfg: Any, rule: Any, quiet: bool) -> Any:
     from speculabel.backends.base import BackendError
-    from speculabel.cascade.build import build_cascade, load_backends
-    from speculabel.cascade.run import Cascade
+    from speculabel.match.api import build_match_cascade
     from speculabel.models import ModelError
 
     try:
-        if rule is None:
-            return build_cascade(cfg, task=task, progress=lambda m: echo_note(m, quiet))
-        loaded = load_backends([*cfg.workers, *([cfg.judge] if cfg.judge else [])], task,
-                               cfg.models, lambda m: echo_note(m, quiet))
-        n = len(cfg.workers)
-        return Cascade(task, loaded[:n], loaded[n] if cfg.judge else None, rule,
-                       parallel_workers=cfg.parallel_workers, batch_size=cfg.batch_size,
-                       calibration={k: v.model_dump() for k, v in cfg.calibration.items()})
+        return build_match_cascade(cfg, rule, lambda m: echo_note(m, quiet))
     except (BackendError, ModelError, ValueError) as e:
         raise fail(str(e)) from None
 
@@ -185,7 +161,7 @@ def _run(entries: list[Any], past: list[Any], cfg: Any, task: Any, rule: Any, se
         echo_note(f"note: {', '.join(learning)} learn from the judge, but under a judge budget "
                   "the workers decide before the judge is asked: fit them first (a config from "
                   "certify_matches)", quiet)
-    cascade = _cascade(cfg, task, rule, quiet)
+    cascade = _cascade(cfg, rule, quiet)
     try:
         with _Bars(quiet) as bars:
             result = run_match(entries, cascade, past=past, settings=settings, output=out,

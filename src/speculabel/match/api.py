@@ -7,7 +7,7 @@ returns the same records ``speculabel match`` writes: one per ticket, in input o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ def match(
     floor: float = DEFAULT_FLOOR,
     judge_budget: float | None = None,
     cascade: Any = None,
+    certificate: Any = None,
     config: str | Path | None = None,
     workers: Sequence[str] | None = None,
     judge: str | None = None,
@@ -69,7 +70,9 @@ def match(
     task, e.g. ``certify_matches(...).cascade(judge)``), else one built from ``config`` (a
     cascade.toml) or from ``workers`` / ``judge`` (the similar-ticket defaults).
     ``judge_budget``: the judge decides at most this share of the candidate pairs (those of
-    tickets without a match first); the rest of what the workers leave is not asked.  ``output``:
+    tickets without a match first); the rest of what the workers leave is not asked.
+    ``certificate``: what ``cascade`` is certified for (a :class:`MatchCertificate`, or its
+    ``to_json()``), stated in ``result.statement``; a config's own is read from it.  ``output``:
     also write the results there (resumable, like the CLI).  ``result.records``: one dict per
     ticket ``{"id", "matches": [{"id", "p", "decided_by", "cosine"}], "group"}``;
     ``result.stats`` and ``result.statement`` say what was done and what is guaranteed.
@@ -90,9 +93,10 @@ def match(
     cfg = None
     if built:
         cfg = _config(config, workers, judge)
-        from speculabel.cascade.build import build_cascade
-
-        cascade = build_cascade(cfg)
+        if judge_budget is None and cfg.certificate.get("judge_budget") is not None:
+            settings = MatchSettings(k=k, floor=floor,
+                                     judge_budget=float(cfg.certificate["judge_budget"]))
+        cascade = build_match_cascade(cfg, certified_rule(cfg, None))
     out = None
     try:
         if output is not None:
@@ -109,9 +113,49 @@ def match(
             out.close()
         if built:
             cascade.close()
-    cert = cfg.certificate if cfg is not None else getattr(cascade, "certificate", None)
+    cert = cfg.certificate if cfg is not None else (
+        certificate.to_json() if hasattr(certificate, "to_json") else certificate)
     result.statement = statement(result.stats, settings, cert)
     return result
+
+
+def certified_rule(cfg: Any, reject: float | None) -> Any:
+    """The pair rule of a config: a match threshold with its own reject level
+    (:class:`~speculabel.match.policy.MatchRule`) when ``reject`` is given or the config carries
+    a match-precision certificate with one; else None (the config's rule as it is)."""
+    from speculabel.match.certify import SCOPE
+    from speculabel.match.policy import MatchRule
+
+    cert = cfg.certificate
+    level = reject if reject is not None else (
+        cert.get("reject") if cert.get("scope") == SCOPE else None)
+    if level is None:
+        return None
+    if cfg.policy != "confident-majority" or cfg.threshold is None:
+        from speculabel.cascade.config import ConfigError
+
+        raise ConfigError("--reject needs --policy confident-majority and a --threshold (the "
+                          "confidence at which the workers report a match)")
+    return MatchRule(cfg.threshold, float(level))
+
+
+def build_match_cascade(cfg: Any, rule: Any = None,
+                        progress: Callable[[str], None] | None = None) -> Any:
+    """The cascade a config names, ``rule`` replacing its acceptance rule when given."""
+    from speculabel.cascade.build import build_cascade, check_setup, load_backends
+    from speculabel.cascade.run import Cascade
+    from speculabel.tasks import load_task
+
+    if rule is None:
+        return build_cascade(cfg, progress=progress)
+    task = load_task(cfg.task)
+    check_setup(cfg, task)
+    loaded = load_backends([*cfg.workers, *([cfg.judge] if cfg.judge else [])], task,
+                           cfg.models, progress)
+    n = len(cfg.workers)
+    return Cascade(task, loaded[:n], loaded[n] if cfg.judge else None, rule,
+                   parallel_workers=cfg.parallel_workers, batch_size=cfg.batch_size,
+                   calibration={k: v.model_dump() for k, v in cfg.calibration.items()})
 
 
 def _config(config: str | Path | None, workers: Sequence[str] | None, judge: str | None) -> Any:
