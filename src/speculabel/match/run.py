@@ -25,7 +25,7 @@ import numpy as np
 
 from speculabel.io.tables import RowError
 from speculabel.match.candidates import Pair, candidate_pairs
-from speculabel.match.grouping import groups
+from speculabel.match.grouping import UnionFind, groups
 from speculabel.match.output import RETRYABLE, MatchOutput
 from speculabel.records import Item, Record
 
@@ -248,9 +248,10 @@ def budgeted(cascade: Any, todo: Sequence[int], items: Sequence[Item], cands: Se
     """The pair stage with at most ``budget`` judge calls in all (earlier runs' included).
 
     First the workers alone (the cascade without its judge): what they decide is kept; then
-    the pairs they leave go to the judge, those of tickets without a match yet first, then by
-    the workers' probability of a match, until the budget is spent; the rest are kept as
-    ``over_budget`` (``keep(i, None)``: no match reported, never asked)."""
+    the pairs they leave go to the judge a batch at a time, re-ranked after each: pairs already
+    inside one group last (an answer changes nothing), pairs of tickets without a match first,
+    then by the workers' probability of a match, until the budget is spent; the rest are kept
+    as ``over_budget`` (``keep(i, None)``: no match reported, never asked)."""
     judge = cascade.judge
     escalated: list[tuple[int, Record]] = []
     cascade.judge = None
@@ -262,17 +263,32 @@ def budgeted(cascade: Any, todo: Sequence[int], items: Sequence[Item], cands: Se
                 keep(todo[rec.position], rec)
     finally:
         cascade.judge = judge
-    matched: set[tuple[int, bool]] = set()
+    n_queue = 1 + max((x for p in cands for x in (p.a, -1 if p.past else p.b)), default=0)
+    n_past = 1 + max((p.b for p in cands if p.past), default=0)
+    uf = UnionFind(n_queue + n_past)
+
+    def node(p: Pair) -> tuple[int, int]:
+        return p.a, (n_queue + p.b if p.past else p.b)
+
+    matched: set[int] = set()
+
+    def join(p: Pair) -> None:
+        a, b = node(p)
+        matched.update((a, b))
+        uf.union(a, b)
+
     for p, k in zip(cands, keys, strict=True):
         e = decided.get(k)
         if e is not None and e.get("label") == label:
-            matched.update({(p.a, False), (p.b, p.past)})
+            join(p)
     spent = sum(1 for e in decided.values() if e.get("decided_by") == "judge")
 
-    def rank(x: tuple[int, Record]) -> tuple[bool, float]:
-        p = cands[x[0]]
-        covered = (p.a, False) in matched and (p.b, p.past) in matched
-        return covered, -_p_match(x[1], label)
+    def rank(x: tuple[int, Record]) -> tuple[bool, bool, float]:
+        """Pairs that can change nothing (already in one group) last; then pairs of tickets
+        that have no match yet first; then the likeliest match."""
+        a, b = node(cands[x[0]])
+        return (uf.find(a) == uf.find(b), a in matched and b in matched,
+                -_p_match(x[1], label))
 
     by_pos = {i: n for n, i in enumerate(todo)}
     left = budget - spent if judge is not None else 0
@@ -285,7 +301,7 @@ def budgeted(cascade: Any, todo: Sequence[int], items: Sequence[Item], cands: Se
             i = ask[rec.position][0]
             keep(i, rec)
             if rec.label == label:
-                matched.update({(cands[i].a, False), (cands[i].b, cands[i].past)})
+                join(cands[i])
     for i, _ in escalated:
         keep(i, None)
 
