@@ -193,8 +193,7 @@ def run_match(
 
     t0 = time.perf_counter()
     q, pv = vecs[: len(texts)], vecs[len(texts):]
-    cands = candidate_pairs(q, pv if len(past) else None, s.k, s.floor,
-                            engine="auto" if s.engine == "auto" else s.engine)
+    cands = candidate_pairs(q, pv if len(past) else None, s.k, s.floor, engine=s.engine)
     stats.candidate_pairs = len(cands)
     stats.seconds["candidates"] = time.perf_counter() - t0
     if progress:
