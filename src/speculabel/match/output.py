@@ -12,7 +12,8 @@
   judge was unavailable are dropped from it and decided again.
 * ``OUT.lock``: held while a run writes, so two runs never write the same output.
 
-A ticket's group depends on every pair, so ticket lines are written once all pairs are decided;
+A ticket's group depends on every pair, so ticket lines are written once all pairs are decided
+(none while some are pending because the judge was unavailable);
 a JSON Lines output is appended and fsynced, and a rerun writes only the tickets not in it yet
 (the groups are a function of the journal, so they come out the same).  CSV and Parquet are
 written whole to a temporary file, fsynced and renamed into place.

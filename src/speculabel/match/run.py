@@ -233,7 +233,7 @@ def run_match(
     pairs = [decided[k] for k in keys if k in decided]
     good = iter(_group(ids, past_ids, cands, keys, decided, s.label, stats))
     records = [next(good) if isinstance(e, Item) else bad_record(e) for e in entries]
-    if output is not None:
+    if output is not None and not stats.pending:  # pending pairs: the groups are not final
         output.write_tickets(records)
     stats.seconds["groups"] = time.perf_counter() - t0
     if progress:
