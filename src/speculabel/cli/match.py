@@ -191,9 +191,20 @@ class _Bars:
 
     def __enter__(self) -> _Bars:
         if not self.quiet:
-            from speculabel.cli.common import progress_bar
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
-            self.progress = progress_bar("match")
+            self.progress = Progress(
+                TextColumn("[bold]{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                refresh_per_second=4, console=Console(stderr=True))
             self.progress.start()
         return self
 
@@ -201,7 +212,7 @@ class _Bars:
         if self.progress is None:
             return
         if stage not in self.tasks:
-            self.tasks[stage] = self.progress.add_task(stage, total=max(total, 1), rate=stage)
+            self.tasks[stage] = self.progress.add_task(stage, total=max(total, 1))
         self.progress.update(self.tasks[stage], completed=done if total else 1,
                              total=max(total, 1))
 
