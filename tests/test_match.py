@@ -310,3 +310,12 @@ def test_the_statement_says_what_the_certificate_covers() -> None:
     assert "nothing here certifies" in text  # the judge's own matches against the truth
     other = " ".join(statement(stats, settings, {"scope": "workers", "promise": "agreement"}))
     assert "does not bound the precision" in other
+
+
+def test_importing_speculabel_loads_no_numpy_for_match() -> None:
+    import subprocess
+    import sys
+
+    code = "import speculabel, sys; print(callable(speculabel.match), 'numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False"]

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from speculabel.backends.base import Backend
 from speculabel.records import Item
 from speculabel.tasks import Task
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from speculabel.cascade.run import Cascade
     from speculabel.certify.threshold import CalibrationResult
 
@@ -124,6 +124,8 @@ def match_scores(task: Task, workers: Sequence[Backend], pairs: Sequence[Item],
                  label: str = "similar") -> tuple[np.ndarray, list[str | None]]:
     """Each pair's support under ``confident-majority`` and the workers' label; ``-inf`` where
     the workers would not call it a match (then no threshold counts it)."""
+    import numpy as np
+
     from speculabel.certify.scores import make_calibrated_policy, policy_scores
 
     cols = [w.score(task, list(pairs)) for w in workers]

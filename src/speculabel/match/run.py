@@ -19,18 +19,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from speculabel.io.tables import RowError
-from speculabel.match.candidates import Pair, candidate_pairs
 from speculabel.match.grouping import UnionFind, groups
 from speculabel.match.output import RETRYABLE, MatchOutput
 from speculabel.records import Item, Record
 
+if TYPE_CHECKING:  # numpy and the search load when a run starts, not with ``import speculabel``
+    import numpy as np
+
+    from speculabel.match.candidates import Pair
+
 Progress = Callable[[str, int, int], None]
-EmbedFn = Callable[[Sequence[str]], np.ndarray]
+EmbedFn = Callable[[Sequence[str]], "np.ndarray"]
 
 #: chosen by the bench (``scripts/match_bench.py``) on Banking77 queues from test.csv
 DEFAULT_K = 8
@@ -102,6 +104,8 @@ class MatchResult:
 
 def embed_texts(texts: Sequence[str], embed: EmbedFn, progress: Progress | None,
                 chunk: int = 256) -> np.ndarray:
+    import numpy as np
+
     parts = []
     for start in range(0, len(texts), chunk):
         parts.append(np.asarray(embed(texts[start:start + chunk]), dtype=np.float32))
@@ -190,6 +194,8 @@ def run_match(
     vecs = embed_texts([*texts, *past_texts], embed, progress)
     share_embeddings(cascade, [*texts, *past_texts], vecs)
     stats.seconds["embed"] = time.perf_counter() - t0
+
+    from speculabel.match.candidates import candidate_pairs
 
     t0 = time.perf_counter()
     q, pv = vecs[: len(texts)], vecs[len(texts):]
