@@ -172,9 +172,15 @@ def test_output_refuses_foreign_files_other_settings_and_a_second_writer(tmp_pat
     first = MatchOutput(out, MatchRunInfo({"k": 3}, {"q": "a"}))
     with pytest.raises(MatchOutputError, match="being written by another run"):
         MatchOutput(out, MatchRunInfo({"k": 3}, {"q": "a"}))
+    first.write_pair({"key": "a\x1fb", "label": "similar"})
     first.close()
     with pytest.raises(MatchOutputError, match=r"k: then 3, now 5"):
         MatchOutput(out, MatchRunInfo({"k": 5}, {"q": "a"}))
+    # a run that stopped before deciding anything does not hold its settings against the next
+    empty = tmp_path / "e.jsonl"
+    MatchOutput(empty, MatchRunInfo({"k": 3})).close()
+    MatchOutput(empty, MatchRunInfo({"k": 5})).close()
+    assert json.loads(empty.with_name("e.jsonl.meta.json").read_text())["settings"] == {"k": 5}
     with pytest.raises(MatchOutputError, match="unsupported type"):
         MatchOutput(tmp_path / "m.txt", MatchRunInfo())
 

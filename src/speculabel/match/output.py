@@ -183,6 +183,11 @@ class MatchOutput:
             raise MatchOutputError(f"{self.meta_path} is not a match settings file; nothing "
                                    "was changed; choose another output file")
         diff = self.run.differences(then)
+        nothing_yet = not out_used and not (self.pairs_path.exists()
+                                            and self.pairs_path.stat().st_size > 0)
+        if diff and nothing_yet:  # an earlier run stopped before deciding anything
+            _fsync_write(self.meta_path, (json.dumps(self.run.meta(), indent=1) + "\n").encode())
+            return
         if diff:
             raise MatchOutputError(
                 f"{self.path} holds matches of other settings or another input: "
