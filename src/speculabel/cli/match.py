@@ -134,7 +134,7 @@ def match(
         if out.pairs:
             echo_note(f"resuming: {len(out.pairs)} pairs already decided in "
                       f"{out.pairs_path}", quiet)
-        _run(entries, past, cfg, the_task, rule, settings, out, out_path, quiet)
+        _run(entries, past, cfg, rule, settings, out, out_path, quiet)
 
 
 def _cascade(cfg: Any, rule: Any, quiet: bool) -> Any:
@@ -148,7 +148,7 @@ def _cascade(cfg: Any, rule: Any, quiet: bool) -> Any:
         raise fail(str(e)) from None
 
 
-def _run(entries: list[Any], past: list[Any], cfg: Any, task: Any, rule: Any, settings: Any,
+def _run(entries: list[Any], past: list[Any], cfg: Any, rule: Any, settings: Any,
          out: Any, out_path: Path, quiet: bool) -> None:
     from speculabel.cli.classify import learner_dirs
     from speculabel.match.run import run_match
