@@ -22,6 +22,7 @@ from speculabel.io.lock import OutputBusyError
 from speculabel.io.results import ResultsError, ResultsWriteError
 from speculabel.io.tables import InputError
 from speculabel.io.votes import VoteStoreError
+from speculabel.match.output import MatchOutputError
 from speculabel.models import ModelError
 from speculabel.policy import PolicyError
 from speculabel.scale.settings import EngineError
@@ -35,6 +36,7 @@ HISTORICAL = {
     DataMissing: FileNotFoundError, PendingError: Exception, Unavailable: Exception,
     Failed: Exception, Abstain: Exception, SharedFirstToken: Exception, Unanswerable: Exception,
     CalibrationError: ValueError, OutputBusyError: ValueError, ResultsWriteError: ValueError,
+    MatchOutputError: ValueError,
 }
 
 

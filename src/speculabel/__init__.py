@@ -18,6 +18,7 @@ from speculabel.backends.registry import load_backend
 from speculabel.cascade import Cascade, CascadeConfig, build_cascade, load_config
 from speculabel.certify.api import Certificate, calibrate
 from speculabel.errors import PendingError, SpeculabelError
+from speculabel.match import match
 from speculabel.policy import ConfidentMajority, Majority, Unanimous, WeightedVote, make_policy
 from speculabel.records import Item, Record, Vote
 from speculabel.tasks import Example, Label, Task, load_task
@@ -49,4 +50,5 @@ __all__ = [
     "load_config",
     "load_task",
     "make_policy",
+    "match",
 ]
