@@ -54,11 +54,14 @@ class AdaptiveSettings:
         if self.scope not in ("dataset", "workers"):
             raise ValueError(f"adaptive runs certify scope dataset or workers, not {self.scope!r}")
         if not 0 < self.target < 1:
-            raise ValueError(f"--target must be between 0 and 1, got {self.target:g}")
+            raise ValueError("--target must be between 0 and 1, both excluded, "
+                             f"got {self.target:g}")
         if not 0 < self.delta < 1:
-            raise ValueError(f"--delta must be between 0 and 1, got {self.delta:g}")
+            raise ValueError("--delta must be between 0 and 1, both excluded, "
+                             f"got {self.delta:g}")
         if not 0 < self.audit_rate < 1:
-            raise ValueError(f"--audit-rate must be between 0 and 1, got {self.audit_rate:g}")
+            raise ValueError("--audit-rate must be between 0 and 1, both excluded, "
+                             f"got {self.audit_rate:g}")
         if self.warmup < 2:
             raise ValueError(f"--warmup must be at least 2 items, got {self.warmup}")
         if self.recertify_every < 1:

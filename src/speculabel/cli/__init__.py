@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from speculabel.cli.common import EXIT_INTERRUPTED
+from speculabel.cli.common import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
 
 app = typer.Typer(
     name="speculabel",
@@ -34,13 +34,40 @@ def _register() -> None:
 _register()
 
 
+def _stdout_closed() -> bool:
+    """Was stdout closed by its reader (``| head -1``)?  Click then swaps in a wrapper that
+    swallows the failed flush and exits 1; a closed pipe is no error of ours."""
+    return type(sys.stdout).__name__ == "PacifyFlushWrapper"
+
+
 def main() -> None:
+    """Run the app; Ctrl-C and SIGTERM stop cleanly (see :mod:`speculabel.interrupt`), and a
+    reader that stops reading (``| head``) ends the command quietly."""
+    from speculabel.interrupt import Interrupted, stop_on_signals
+
     try:
-        app()
-    except KeyboardInterrupt:
+        with stop_on_signals():
+            app()
+    except KeyboardInterrupt as e:
+        status = e.exit_status if isinstance(e, Interrupted) else EXIT_INTERRUPTED
         typer.echo("interrupted; finished items are saved, rerun the same command to resume",
                    err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(status)
+    except BrokenPipeError:
+        _quiet_exit()
+    except SystemExit as e:
+        if e.code not in (0, None) and _stdout_closed():
+            _quiet_exit()
+        raise
+
+
+def _quiet_exit() -> None:
+    """Exit 141 (as a shell reports SIGPIPE) without a second failed flush at shutdown."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    sys.exit(EXIT_BROKEN_PIPE)
 
 
 __all__ = ["app", "main"]

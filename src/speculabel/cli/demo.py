@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from speculabel.cascade.config import DEFAULT_JUDGE
+from speculabel.cli.common import console as make_console
 from speculabel.cli.common import csv_list
 from speculabel.records import Item, Record
 
@@ -94,7 +95,6 @@ def run_demo(
     *,
     pull: bool = True,
 ) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from speculabel.backends.capabilities import warm_up
@@ -103,7 +103,7 @@ def run_demo(
     from speculabel.models import pull as pull_model
     from speculabel.tasks import load_task
 
-    console = Console()
+    console = make_console()
     unknown_tasks = [t for t in tasks if t not in SAMPLES]
     if unknown_tasks:
         console.print(f"[red]error:[/] no demo sample for {unknown_tasks}; choose {list(SAMPLES)}")
