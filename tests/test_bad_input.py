@@ -8,12 +8,15 @@ workers are the VADER lexicon and a fake OpenAI-compatible endpoint on 127.0.0.1
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from procs import wait_until
 from speculabel.cli import app
 
 pytest_plugins = ["fake_openai"]
@@ -298,7 +302,23 @@ def test_a_server_error_that_echoes_the_key_never_reaches_the_results(
     assert "judge abstained" in blob and "***" in blob
 
 
-def test_ctrl_c_saves_what_is_done_and_says_how_to_resume(tmp_path: Path, fake: Any) -> None:
+@contextlib.contextmanager
+def _busy_cpus(n: int = 2) -> Iterator[None]:
+    """Every core busy (a loaded machine is where a stop used to take 15 s)."""
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for p in loops:
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.parametrize(("sig", "status", "said"), [
+    (signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped by SIGTERM")])
+def test_ctrl_c_saves_what_is_done_and_says_how_to_resume(
+    tmp_path: Path, fake: Any, sig: int, status: int, said: str
+) -> None:
     f, url = fake
     f.delay_s = 0.3  # a slow judge: the run is still going when Ctrl-C comes
     rows = "".join(f"{i},{'neutral fact number ' + str(i)}\n" for i in range(40))
@@ -307,17 +327,23 @@ def test_ctrl_c_saves_what_is_done_and_says_how_to_resume(tmp_path: Path, fake: 
     args = [sys.executable, "-m", "speculabel", *[_fill(a, tmp_path, url) for a in BASE],
             "--batch-size", "2", "--no-votes"]
     env = {**os.environ, "SPECULABEL_HOME": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 3):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err and "rerun the same command to resume" in err
+    with _busy_cpus():
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        wait_until(proc, lambda: out.exists() and len(out.read_text().splitlines()) >= 3,
+                   "two records written", timeout=120, poll=0.05)
+        proc.send_signal(sig)
+        t0 = time.time()
+        _, err = proc.communicate(timeout=60)
+        took = time.time() - t0
+    assert proc.returncode == status, err
+    assert took < 5, f"the run took {took:.1f} s to stop"
+    assert said in err and "rerun the same command to resume" in err
     assert "Traceback" not in err
     done = _records(out)
     assert 2 <= len(done) < 40
+    saved = re.search(r"(\d+) records written in this run are saved", err)
+    assert saved and int(saved.group(1)) == len(done), err  # the count is what the file holds
     f.delay_s = 0.0
     res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
