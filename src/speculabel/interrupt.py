@@ -111,3 +111,4 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        reset()  # the exception, if any, carries the signal on; nothing else may see it

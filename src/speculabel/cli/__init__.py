@@ -50,7 +50,8 @@ def main() -> None:
             app()
     except KeyboardInterrupt as e:
         status = e.exit_status if isinstance(e, Interrupted) else EXIT_INTERRUPTED
-        typer.echo("interrupted; finished items are saved, rerun the same command to resume",
+        what = "interrupted" if status == EXIT_INTERRUPTED else "stopped by SIGTERM"
+        typer.echo(f"{what}; finished items are saved, rerun the same command to resume",
                    err=True)
         sys.exit(status)
     except BrokenPipeError:
