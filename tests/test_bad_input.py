@@ -342,7 +342,7 @@ def test_ctrl_c_saves_what_is_done_and_says_how_to_resume(
     assert "Traceback" not in err
     done = _records(out)
     assert 2 <= len(done) < 40
-    saved = re.search(r"(\d+) records written in this run are saved", err)
+    saved = re.search(r"(\d+) records? written in this run are saved", err)
     assert saved and int(saved.group(1)) == len(done), err  # the count is what the file holds
     f.delay_s = 0.0
     res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)

@@ -228,7 +228,6 @@ def classify(
 
         if delimiter is not None:
             raise fail("--delimiter: not with --engine ray (Ray reads CSV with ',')")
-
         classify_ray(input=input, output=output, cfg=cfg, task=the_task, columns=columns,
                      id_column=id_column, settings=ray_settings, votes=votes, no_votes=no_votes,
                      limit=limit, allow_changed_run=allow_changed_run, quiet=quiet)

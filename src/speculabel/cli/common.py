@@ -110,8 +110,9 @@ def stopped(exc: BaseException, saved: int, output: Path | str) -> typer.Exit:
 
     status = exc.exit_status if isinstance(exc, Interrupted) else EXIT_INTERRUPTED
     what = "stopped by SIGTERM" if status == EXIT_TERMINATED else "interrupted"
-    typer.echo(f"{what}: {saved} records written in this run are saved in {output}; rerun the "
-               "same command to resume", err=True)
+    records = "1 record" if saved == 1 else f"{saved} records"
+    typer.echo(f"{what}: {records} written in this run are saved in {output}; rerun the same "
+               "command to resume", err=True)
     return typer.Exit(status)
 
 
