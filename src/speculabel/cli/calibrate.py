@@ -368,8 +368,13 @@ def _print_plan(plan: Any, ref_name: str, n_ref: int) -> None:
         t.add_row("threshold", f"{res.threshold:g}")
         t.add_row("expected coverage", f"{_pct(res.coverage)} decided by the workers")
         t.add_row("judge-call rate", _pct(res.judge_call_rate))
-        t.add_row("agreement (calibration)", _pct(res.agreement))
-        t.add_row(f"{side} bound ({100 * (1 - res.delta):g}%)", _pct(res.bound, signed))
+        t.add_row("agreement on the workers' items", _pct(res.agreement))
+        quantity = {"dataset": "whole-data agreement",
+                    "non-inferior": "accuracy loss"}.get(res.scope)
+        if quantity:  # the certified quantity, when it is not the line above
+            t.add_row(f"{quantity} (calibration)", _pct(res.estimate, signed))
+        t.add_row(f"{quantity or 'agreement'}: {side} bound ({100 * (1 - res.delta):g}%)",
+                  _pct(res.bound, signed))
     else:
         t.add_row("threshold", "none qualifies" if not res.feasible else
                   f"{res.threshold:g} only, where the workers decide no item")
