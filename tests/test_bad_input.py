@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +24,18 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from procs import wait_until
 from speculabel.cli import app
 
 pytest_plugins = ["fake_openai"]
 
 CSV = "id,text\n1,I love this phone\n2,Worst service ever\n3,The bus leaves at nine\n"
 PAIRS = "a,b\nmy card is lost,I lost my card\nhow do I top up,change my PIN\n"
+MOOD = ('name = "mood"\ninstructions = "The mood of the text."\nfields = ["text"]\n'
+        'labels = ["negative", "neutral", "positive"]\n')
+# 40 texts, half of them plainly negative (VADER, as the judge, disagrees with the fake workers)
+MIXED = "id,text\n" + "".join(f"{i},{'I hate this awful broken mess' if i % 2 else 'I love it'}\n"
+                               for i in range(40))
 
 
 @dataclass
@@ -41,6 +49,9 @@ class Case:
     after: str = "absent"  # the output afterwards: absent | unchanged | records:N | empty
     first: list[str] | None = None  # a run made before, whose output the case starts from
     held: str = ""  # a file under tmp whose output lock another run holds during the case
+    ids: list[str] | None = None  # records:N: the ids, in the file's order
+    input_errors: list[str] | None = None  # records:N: the ids of the input-error records
+    unwanted: str = ""  # the message must not contain it
 
 
 W = "--workers=vader,openai:m2@{url}"
@@ -154,6 +165,58 @@ CASES = [
          after="absent:c.toml"),
     Case("too few items for any certificate", CAL, 1, "needs at least 22 calibration items",
          after="absent:c.toml"),
+    # ------------------------------------------------------------ files people really have
+    Case("csv with a utf-8 byte-order mark", BASE, 0, "",
+         files={"in.csv": "\ufeffid,text\n1,good\n2,bad\n".encode()}, after="records:2",
+         ids=["1", "2"], input_errors=[]),
+    Case("semicolon-separated csv", BASE, 2, "give --delimiter ';'",
+         files={"in.csv": "id;text\n1;good\n"}),
+    Case("semicolon-separated csv, --delimiter ';'", [*BASE, "--delimiter", ";"], 0, "",
+         files={"in.csv": "id;text\n1;good, really\n2;bad\n"}, after="records:2",
+         input_errors=[]),
+    Case("--delimiter on a jsonl file", [*BASE[:1], "{tmp}/in.jsonl", *BASE[2:], "--delimiter",
+                                         ";"], 2, "--delimiter is for .csv and .tsv files",
+         files={"in.jsonl": '{"id": "1", "text": "a"}\n'}),
+    Case("--delimiter of two characters", [*BASE, "--delimiter", ";;"], 2,
+         "--delimiter must be one character"),
+    Case("a number and a list as jsonl texts", [*BASE[:1], "{tmp}/in.jsonl", *BASE[2:]], 0, "",
+         files={"in.jsonl": '{"id": "1", "text": 5}\n{"id": "2", "text": ["a"]}\n'
+                            '{"id": "3", "text": "fine"}\n'},
+         after="records:3", ids=["1", "2", "3"], input_errors=["1", "2"]),
+    Case("bad rows stand at their place", BASE, 0, "",
+         files={"in.csv": "id,text\n1,good\n2,\n3,bad\n4,\n"}, after="records:4",
+         ids=["1", "2", "3", "4"], input_errors=["2", "4"]),
+    # ------------------------------------------------------------ a bad row's id
+    Case("non-utf-8 row keeps its own id", BASE, 0, "",
+         files={"in.csv": b"id,text\n7,caf\xe9\n8,fine\n"}, after="records:2", ids=["7", "8"],
+         input_errors=["7"]),
+    Case("broken line gets its row number, not a real id", [
+        "classify", "{tmp}/in.jsonl", "-o", "{out}", "--id-column", "id", W, J, "-q"], 0, "",
+         files={"in.jsonl": '{"id": "1", "text": "a"}\nnot json\n{"id": "2", "text": "b"}\n'
+                            'nope\n'},
+         after="records:4", ids=["1", "row-2", "2", "4"], input_errors=["row-2", "4"]),
+    Case("a duplicate's record never reuses its id", BASE, 0, "",
+         files={"in.csv": "id,text\n1,good\n1,bad\n"}, after="records:2", ids=["1", "2"],
+         input_errors=["2"]),
+    # ------------------------------------------------------------ portable config, messages
+    Case("config names its task file relative to itself",
+         ["classify", "{in}", "-o", "{out}", "--config", "{tmp}/c6/c.toml", "--id-column", "id",
+          "--workers=openai:m2@{url}", J, "-q"], 0, "",
+         files={"c6/c.toml": 'task = "mood.toml"\n', "c6/mood.toml": MOOD}, after="records:3"),
+    Case("settings prefix said once", [*BASE[:-3], "--workers=vader,openai:m1@{url}", J], 2,
+         "cannot be both a worker and the judge", unwanted="settings: settings"),
+    Case("adaptive audit rate 0 names the flag", [*BASE, "--adaptive", "--audit-rate", "0"], 2,
+         "--audit-rate must be between 0 and 1, both excluded, got 0"),
+    Case("calibrate target 1: bounds excluded", [*CAL, "--target", "1"], 2,
+         "--target must be between 0 and 1, both excluded, got 1", after="absent:c.toml"),
+    Case("calibrate: one class only is warned about", CAL, 1,
+         "every calibration item has the same reference label", after="absent:c.toml"),
+    Case("calibrate: workers certified to decide nothing", [
+        "calibrate", "{in}", "--task", "sentiment", "--id-column", "id",
+        "--workers=openai:m1@{url},openai:m2@{url}", "--judge=vader", "--target", "0.7",
+        "-o", "{tmp}/c.toml", "--votes", "{tmp}/v.sqlite", "-q"], 1,
+         "no threshold lets the workers decide any item", files={"in.csv": MIXED},
+         after="absent:c.toml"),
     Case("key in a url is not echoed", [*BASE[:-3], "--workers=openai:m@https://u:sk-abcdef0123456789xyz@h",
                                         J], 2, "***"),
 ]
@@ -180,6 +243,7 @@ def test_bad_input(case: Case, tmp_path: Path, fake: Any, monkeypatch: pytest.Mo
     (tmp_path / "in.csv").write_text(CSV)
     for name, content in case.files.items():
         p = tmp_path / name
+        p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(content.encode() if isinstance(content, str) else content)
     env = {k: _fill(v, tmp_path, url) for k, v in case.env.items()}
     out = tmp_path / "out.jsonl"
@@ -197,6 +261,7 @@ def test_bad_input(case: Case, tmp_path: Path, fake: Any, monkeypatch: pytest.Mo
     assert exc is None or isinstance(exc, SystemExit), repr(exc)
     assert code == case.code, text
     assert case.phrase.lower() in text.lower(), text
+    assert not case.unwanted or case.unwanted not in text, text
     if case.after.startswith("absent:"):
         assert not (tmp_path / case.after.split(":")[1]).exists()
     elif case.after == "absent":  # not even a 0-byte file, nor its settings
@@ -214,6 +279,11 @@ def test_bad_input(case: Case, tmp_path: Path, fake: Any, monkeypatch: pytest.Mo
         assert len(recs) == n, recs
         ids = [r["id"] for r in recs if r["id"] is not None]
         assert len(ids) == len(set(ids))
+        if case.ids is not None:
+            assert [r["id"] for r in recs] == case.ids, recs
+        if case.input_errors is not None:
+            bad = [r["id"] for r in recs if r.get("error_kind") == "input"]
+            assert bad == case.input_errors, recs
         again, text2, _ = _run([_fill(a, tmp_path, url) for a in case.args], env)
         assert again == 0 and "nothing to do" in text2, text2  # nothing is done twice
 
@@ -248,7 +318,23 @@ def test_a_server_error_that_echoes_the_key_never_reaches_the_results(
     assert "judge abstained" in blob and "***" in blob
 
 
-def test_ctrl_c_saves_what_is_done_and_says_how_to_resume(tmp_path: Path, fake: Any) -> None:
+@contextlib.contextmanager
+def _busy_cpus(n: int = 2) -> Iterator[None]:
+    """Every core busy (a loaded machine is where a stop used to take 15 s)."""
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for p in loops:
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.parametrize(("sig", "status", "said"), [
+    (signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped by SIGTERM")])
+def test_ctrl_c_saves_what_is_done_and_says_how_to_resume(
+    tmp_path: Path, fake: Any, sig: int, status: int, said: str
+) -> None:
     f, url = fake
     f.delay_s = 0.3  # a slow judge: the run is still going when Ctrl-C comes
     rows = "".join(f"{i},{'neutral fact number ' + str(i)}\n" for i in range(40))
@@ -257,17 +343,23 @@ def test_ctrl_c_saves_what_is_done_and_says_how_to_resume(tmp_path: Path, fake: 
     args = [sys.executable, "-m", "speculabel", *[_fill(a, tmp_path, url) for a in BASE],
             "--batch-size", "2", "--no-votes"]
     env = {**os.environ, "SPECULABEL_HOME": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 3):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err and "rerun the same command to resume" in err
+    with _busy_cpus():
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        wait_until(proc, lambda: out.exists() and len(out.read_text().splitlines()) >= 3,
+                   "two records written", timeout=120, poll=0.05)
+        proc.send_signal(sig)
+        t0 = time.time()
+        _, err = proc.communicate(timeout=60)
+        took = time.time() - t0
+    assert proc.returncode == status, err
+    assert took < 5, f"the run took {took:.1f} s to stop"
+    assert said in err and "rerun the same command to resume" in err
     assert "Traceback" not in err
     done = _records(out)
     assert 2 <= len(done) < 40
+    saved = re.search(r"(\d+) records? written in this run are saved", err)
+    assert saved and int(saved.group(1)) == len(done), err  # the count is what the file holds
     f.delay_s = 0.0
     res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr

@@ -98,7 +98,7 @@ def test_judge_only_is_the_baseline_in_the_same_records(tmp_path: Path, fake: An
     assert len(recs) == 12
     assert all(r["decided_by"] == "judge" and r["votes"] == [] and r["label"] == "similar"
                and r["rule"] == "judge only" for r in recs)
-    header = json.loads(out.read_text().splitlines()[0])
+    header = json.loads(out.with_name(out.name + ".meta.json").read_text())["runs"][-1]
     assert header["settings"]["judge_only"] is True and header["settings"]["workers"] == []
     res = CliRunner().invoke(app, ["classify", str(p), "-o", str(out), "--task",
                                    "similar-ticket", "--judge", judge, "--judge-only",

@@ -26,7 +26,7 @@ def test_csv_rows_and_bad_rows(tmp_path: Path) -> None:
     assert isinstance(rows[1], RowError) and "row 2" in rows[1].error and "empty text" in rows[1].error
     assert isinstance(rows[2], Item)
     assert isinstance(rows[3], RowError) and "duplicate id 'a' (first in row 1)" in rows[3].error
-    assert rows[3].row == 4 and rows[3].id is None  # never the first row's id
+    assert rows[3].row == 4 and rows[3].id == "4"  # its row number, never the first row's id
     assert rows[1].id == "b"  # a row with a valid id of its own keeps it
 
 
@@ -59,7 +59,7 @@ def test_jsonl_pairs_and_row_numbers(tmp_path: Path) -> None:
     rows = list(read_items(p, SIMILAR_TICKET))
     assert [r.row for r in rows] == [1, 2, 3]
     assert [r.id for r in rows if isinstance(r, Item)] == ["1", "3"]
-    assert isinstance(rows[1], RowError) and "line 2" in rows[1].error and rows[1].id is None
+    assert isinstance(rows[1], RowError) and "line 2" in rows[1].error and rows[1].id == "2"
 
 
 def test_parquet(tmp_path: Path) -> None:
@@ -215,7 +215,8 @@ def test_bad_rows_are_keyed_by_row_and_never_collide_with_ids(tmp_path: Path) ->
     rf2 = ResultsFile(out)
     assert all(rf2.is_done(r) for r in rows)
     bad = [r for r in _records(out) if r["error"]]
-    assert bad == [{**bad[0], "id": None, "row": 2, "error_kind": "input"}]
+    # its row number "2" is a real id already: the bad row's record gets one no row has
+    assert bad == [{**bad[0], "id": "row-2", "row": 2, "error_kind": "input"}]
 
 
 def test_retryable_error_records_are_decided_again(tmp_path: Path) -> None:

@@ -24,8 +24,11 @@ def statement(state: AdaptiveState) -> str:
                 f"judge, so every label is the judge's")
     what = ("whole-data-set agreement with the judge" if s.scope == "dataset"
             else "agreement with the judge on the items the workers decided")
-    return (f"{what} >= {s.target:g} with probability >= {1 - s.delta:g} (each of "
-            f"{len(state.looks)} looks tested at {s.delta:g}/{k}; audit n = {n_audit})")
+    done = len(state.looks)
+    looks = (f"each of the {k} planned looks tested at {s.delta:g}/{k}" if done == k else
+             f"{done} of {k} planned looks done, each tested at {s.delta:g}/{k}")
+    return (f"{what} >= {s.target:g} with probability >= {1 - s.delta:g} ({looks}; "
+            f"audit n = {n_audit})")
 
 
 def audit_estimate(state: AdaptiveState) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Example::
 
-    task = "sentiment"                 # built-in name or path to a task TOML
+    task = "sentiment"                 # built-in name, or a task TOML (relative to this file)
     workers = ["vader", "gemma3-270m"]
     judge = "qwen2.5-1.5b"
     policy = "confident-majority"      # majority | unanimous | confident-majority | weighted
@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -100,11 +101,14 @@ class AdaptiveSettings:
         if self.scope not in ("dataset", "workers"):
             raise ValueError(f"adaptive runs certify scope dataset or workers, not {self.scope!r}")
         if not 0 < self.target < 1:
-            raise ValueError(f"--target must be between 0 and 1, got {self.target:g}")
+            raise ValueError("--target must be between 0 and 1, both excluded, "
+                             f"got {self.target:g}")
         if not 0 < self.delta < 1:
-            raise ValueError(f"--delta must be between 0 and 1, got {self.delta:g}")
+            raise ValueError("--delta must be between 0 and 1, both excluded, "
+                             f"got {self.delta:g}")
         if not 0 < self.audit_rate < 1:
-            raise ValueError(f"--audit-rate must be between 0 and 1, got {self.audit_rate:g}")
+            raise ValueError("--audit-rate must be between 0 and 1, both excluded, "
+                             f"got {self.audit_rate:g}")
         if self.warmup < 2:
             raise ValueError(f"--warmup must be at least 2 items, got {self.warmup}")
         if self.recertify_every < 1:
@@ -252,6 +256,8 @@ def _describe(err: Any) -> str:
     if kind == "literal_error" and loc == ["policy"]:
         return f"unknown policy {value!r}; choose one of: {', '.join(get_args(RuleName))}"
     msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if not loc:  # a check of the whole settings: the caller's prefix already names them
+        return msg
     if kind == "missing" or isinstance(value, dict):
         return f"{key}: {msg}"
     return f"{key}: {msg}, got {value!r} ({type(value).__name__})"
@@ -279,12 +285,23 @@ def read_config_data(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{p}: not valid TOML: {e}") from e
     except (UnicodeDecodeError, OSError) as e:
         raise ConfigError(f"{p}: cannot read it as UTF-8 text: {e}") from e
-    # a fitted worker's folder is written relative to the file (it travels with it)
+    # paths in a config are relative to the config file (the pair travels together): a task
+    # TOML file, and a fitted worker's folder
+    task = data.get("task")
+    if isinstance(task, str) and task.strip() and not _builtin_task(task):
+        where = Path(task).expanduser()
+        data["task"] = str(where if where.is_absolute() else p.parent / where)
     for options in (data.get("models") or {}).values():
         if isinstance(options, dict) and isinstance(options.get("directory"), str):
             where = Path(options["directory"]).expanduser()
             options["directory"] = str(where if where.is_absolute() else p.parent / where)
     return data
+
+
+def _builtin_task(name: str) -> bool:
+    from speculabel.tasks.builtin import BUILTIN_TASKS
+
+    return name in BUILTIN_TASKS
 
 
 def load_config(path: str | Path) -> CascadeConfig:
@@ -317,6 +334,10 @@ def save_config(cfg: CascadeConfig, path: str | Path, comment: str = "") -> Path
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     table = dump_config(cfg)
+    task = table.get("task")
+    if isinstance(task, str) and not _builtin_task(task) and Path(task).is_absolute():
+        # a task file is written relative to the config (read back relative to it)
+        table["task"] = os.path.relpath(task, p.parent.resolve())
     for options in (table.get("models") or {}).values():  # folders beside the file: relative
         where = options.get("directory")
         if isinstance(where, str) and Path(where).is_absolute():

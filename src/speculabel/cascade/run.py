@@ -42,6 +42,7 @@ from speculabel.cascade.decide import (
 )
 from speculabel.cascade.surface import Surface
 from speculabel.errors import PendingError
+from speculabel.interrupt import check
 from speculabel.policy import Policy
 from speculabel.records import Item, Record, Vote
 from speculabel.tasks import Task
@@ -236,6 +237,9 @@ class Cascade(Surface):
             self.stats.wall_s += time.perf_counter() - t0
 
     def _check_stop(self) -> None:
+        """Between model calls: a Ctrl-C or SIGTERM seen by :mod:`speculabel.interrupt` (or
+        ``should_stop``) stops the run here, with every record so far whole."""
+        check()
         if self.should_stop is not None and self.should_stop():
             raise KeyboardInterrupt
 
@@ -309,12 +313,14 @@ class Cascade(Surface):
                     inner = unwrap(w)
                     if isinstance(inner, Learner):
                         inner.observe([it for it, _ in learned], [lab for _, lab in learned])
+                self._check_stop()
         return records
 
     def _judge_votes(self, items: list[Item]) -> list[Vote]:
         assert self.judge is not None
         self._check_stop()
         jvs = ask(self.task, [self.judge], items, False)[0]
+        self._check_stop()
         for attempt in range(self.judge_retries):
             again = [i for i, v in enumerate(jvs) if v.label is None and v.retryable]
             if not again:

@@ -126,7 +126,18 @@ class CalibrationResult:
             return f"accuracy loss {100 * value:+.1f} points"
         return f"{100 * value:.1f}%"
 
-    def message(self) -> str:
+    def message(self, best_target: float | None = None, *, searched: bool = False) -> str:
+        """The outcome in words.  With ``searched``, ``best_target`` is the highest target the
+        same test reaches on these items (:func:`max_feasible_target`; None: none at all), and
+        an unreachable target is explained by that one figure, never by a single threshold's
+        bound that the test sequence cannot reach."""
+        if self.feasible and self.coverage == 0:
+            return (
+                f"no threshold lets the workers decide any item: only threshold "
+                f"{self.threshold:g}, at which they decide none of the {self.n_items} "
+                f"calibration items, is certified ({self.promise()}); a lower target, or "
+                f"more calibration items, can let them decide some"
+            )
         if self.feasible:
             side = "at most" if self.scope == "non-inferior" else "at least"
             return (
@@ -141,6 +152,9 @@ class CalibrationResult:
                 f"{self.needed} calibration items even with no miss at all; there are "
                 f"{self.n_items}"
             )
+        if searched and self.scope != "non-inferior":
+            return (f"no threshold meets the target ({self.promise()}) on these "
+                    f"{self.n_items} items" + self._best_target_text(best_target))
         where = (f" (threshold {self.best_bound_threshold:g})"
                  if self.best_bound_threshold is not None else "")
         if self.shortfall <= 0 and self.best_bound_threshold is not None:
@@ -158,6 +172,25 @@ class CalibrationResult:
             f"the best any threshold certifies is {self._got(self.best_bound)}{where}, short by "
             f"{100 * self.shortfall:.1f} {unit}"
         )
+
+    def _best_target_text(self, best: float | None) -> str:
+        """What these items can certify instead (agreement scopes), and why a single
+        threshold's better bound does not count."""
+        if self.scope == "non-inferior":
+            return ""
+        if best is None:
+            return (f"; no agreement target at all can be certified with these workers on these "
+                    f"items with the {self.method} test (more calibration items, or workers "
+                    "that agree more with the reference, can change that)")
+        text = (f"; the highest target these workers can be certified for here is about "
+                f"{best:.3f} (at delta {self.delta:g}, {self.method} test)")
+        if self.best_bound_threshold is not None and self.best_bound > best + 0.005:
+            text += (f"; a single threshold ({self.best_bound_threshold:g}) tested on its own "
+                     f"would bound the agreement at {self._got(self.best_bound)}, but the test "
+                     f"sequence goes from strict to loose and stops at its first failure"
+                     + (f" (threshold {self.stopped_at:g})" if self.stopped_at is not None
+                        else "") + "; --method fallback restarts it further on")
+        return text
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -9,7 +9,13 @@ import sys
 
 import typer
 
-from speculabel.cli.common import EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED, fail
+from speculabel.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_BROKEN_PIPE,
+    EXIT_INCOMPLETE,
+    EXIT_INTERRUPTED,
+    fail,
+)
 from speculabel.errors import PendingError, SpeculabelError
 
 app = typer.Typer(
@@ -35,20 +41,47 @@ def _register() -> None:
 _register()
 
 
+def _stdout_closed() -> bool:
+    """Was stdout closed by its reader (``| head -1``)?  Click then swaps in a wrapper that
+    swallows the failed flush and exits 1; a closed pipe is no error of ours."""
+    return type(sys.stdout).__name__ == "PacifyFlushWrapper"
+
+
 def main() -> None:
     """The ``speculabel`` command: a :class:`SpeculabelError` that no command turned into its
     own message still ends as one line on stderr and exit status 2 (3 for items left pending),
-    never a traceback."""
+    never a traceback; Ctrl-C and SIGTERM stop cleanly (see :mod:`speculabel.interrupt`), and a
+    reader that stops reading (``| head``) ends the command quietly."""
+    from speculabel.interrupt import Interrupted, stop_on_signals
+
     try:
-        app()
+        with stop_on_signals():
+            app()
     except SpeculabelError as e:
         code = EXIT_INCOMPLETE if isinstance(e, PendingError) else EXIT_BAD_INPUT
         fail(one_line(e))
         sys.exit(code)
-    except KeyboardInterrupt:
-        typer.echo("interrupted; finished items are saved, rerun the same command to resume",
+    except KeyboardInterrupt as e:
+        status = e.exit_status if isinstance(e, Interrupted) else EXIT_INTERRUPTED
+        what = "interrupted" if status == EXIT_INTERRUPTED else "stopped by SIGTERM"
+        typer.echo(f"{what}; finished items are saved, rerun the same command to resume",
                    err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(status)
+    except BrokenPipeError:
+        _quiet_exit()
+    except SystemExit as e:
+        if e.code not in (0, None) and _stdout_closed():
+            _quiet_exit()
+        raise
+
+
+def _quiet_exit() -> None:
+    """Exit 141 (as a shell reports SIGPIPE) without a second failed flush at shutdown."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    sys.exit(EXIT_BROKEN_PIPE)
 
 
 def one_line(e: BaseException) -> str:

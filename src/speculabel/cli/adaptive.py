@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from speculabel.cli.common import echo_note, fail, run_with_progress
+from speculabel.cli.common import echo_note, fail, run_with_progress, stopped
 
 AdaptiveOpt = Annotated[
     bool | None,
@@ -33,6 +33,15 @@ RecertifyOpt = Annotated[int | None, typer.Option(
     min=1, help="--adaptive: items between two re-certifications [default: 500].")]
 SeedOpt = Annotated[int | None, typer.Option(
     help="--adaptive: seed of the random order and of the audit [default: 0].")]
+
+
+def check_adaptive_flags(**values: float | None) -> None:
+    """The shares an adaptive run takes (--target, --delta, --audit-rate), each strictly between
+    0 and 1, refused naming the flag (before the settings' own checks, which name keys)."""
+    for key, value in values.items():
+        if value is not None and not 0 < value < 1:
+            flag = "--" + key.replace("_", "-")
+            raise fail(f"{flag} must be between 0 and 1, both excluded, got {value:g}")
 
 
 def state_dir(output: Path) -> Path:
@@ -75,13 +84,17 @@ def run_adaptive(cfg: Any, task: Any, rows: list[Any], results: Any, output: Pat
     wrapped = [CachedBackend(b, store) if store is not None and b.cacheable else b for b in loaded]
     cascade = AdaptiveCascade(task, wrapped[:-1], wrapped[-1], state, batch_size=cfg.batch_size)
     todo = [(p, items[j]) for p, j in enumerate(perm) if items[j].id not in results]
+    saved = [0]
+
+    def write(record: Any) -> None:
+        results.write(record)
+        saved[0] += 1
+
     try:
         run_with_progress(cascade.run(todo, len(items) - len(todo)), len(todo), cascade.stats,
-                          results.write, quiet)
-    except KeyboardInterrupt:
-        typer.echo(f"interrupted: {cascade.stats.items} items decided in this run are saved in "
-                   f"{output}; rerun the same command to resume", err=True)
-        raise typer.Exit(130) from None
+                          write, quiet)
+    except KeyboardInterrupt as e:
+        raise stopped(e, saved[0], output) from None
     finally:
         cascade.close()
     done = [r for r in results.done.values() if r.id in positions]

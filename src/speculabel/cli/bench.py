@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from speculabel.cli.common import (
+    DelimiterOpt,
     IdOpt,
     QuietOpt,
     TextAOpt,
@@ -18,6 +19,7 @@ from speculabel.cli.common import (
     csv_list,
     fail,
 )
+from speculabel.cli.common import console as make_console
 
 DATASET_TASKS = {"tweeteval": "sentiment", "banking77-pairs": "similar-ticket"}
 
@@ -35,19 +37,27 @@ def _floats(value: str) -> list[float]:
 
 def _read_file(
     path: Path, task: Any, columns: dict[str, str], id_column: str | None,
-    gold_column: str | None, limit: int | None,
+    gold_column: str | None, limit: int | None, delimiter: str | None = None,
 ) -> tuple[list[Any], list[str | None] | None, list[str]]:
     """Items (bad rows dropped, and reported) and gold labels from a table, as ``classify``."""
-    from speculabel.io.tables import InputError, RowError, read_items, read_labelled
+    from speculabel.io.tables import (
+        InputError,
+        RowError,
+        parse_delimiter,
+        read_items,
+        read_labelled,
+    )
     from speculabel.records import Item
 
     try:
+        sep = parse_delimiter(delimiter)
         if gold_column:
             items, gold_all, bad = read_labelled(path, task, gold_column, columns=columns,
-                                                 id_column=id_column)
+                                                 id_column=id_column, delimiter=sep)
             gold: list[str | None] | None = gold_all
         else:
-            rows = list(read_items(path, task, columns=columns, id_column=id_column))
+            rows = list(read_items(path, task, columns=columns, id_column=id_column,
+                                   delimiter=sep))
             items = [r for r in rows if isinstance(r, Item)]
             bad = [r for r in rows if isinstance(r, RowError)]
             gold = None
@@ -94,6 +104,7 @@ def register(app: typer.Typer) -> None:
         text_a_column: TextAOpt = None,
         text_b_column: TextBOpt = None,
         id_column: IdOpt = None,
+        delimiter: DelimiterOpt = None,
         gold_column: Annotated[
             str | None, typer.Option(help="Column with gold labels (optional).")
         ] = None,
@@ -246,7 +257,7 @@ def register(app: typer.Typer) -> None:
         if input is not None:
             columns = column_map(the_task, text_column, text_a_column, text_b_column)
             items, gold, notes = _read_file(input, the_task, columns, id_column, gold_column,
-                                            limit)
+                                            limit, delimiter)
             ds_info = {"name": input.name, "source": str(input), "limit": limit}
         for note in notes:  # data problems are shown even with --quiet
             typer.secho(note, fg=typer.colors.YELLOW, err=True)
@@ -272,12 +283,11 @@ def register(app: typer.Typer) -> None:
 
 
 def _print(analysis: dict[str, Any], files: dict[str, Path]) -> None:
-    from rich.console import Console
     from rich.table import Table as RichTable
 
     from speculabel.report import headline_tables
 
-    console = Console()
+    console = make_console()
     for t in headline_tables(analysis):
         rt = RichTable(title=t.title, title_justify="left")
         for h in t.headers:

@@ -16,6 +16,7 @@ import typer
 
 from speculabel.cascade.config import DEFAULT_JUDGE
 from speculabel.cli.common import (
+    DelimiterOpt,
     IdOpt,
     QuietOpt,
     TextAOpt,
@@ -23,6 +24,7 @@ from speculabel.cli.common import (
     TextOpt,
     VotesOpt,
     column_map,
+    console,
     csv_list,
     echo_note,
     fail,
@@ -40,6 +42,7 @@ def load_calibration_items(
     columns: dict[str, str] | None = None,
     id_column: str | None = None,
     limit: int | None = None,
+    delimiter: str | None = None,
 ) -> tuple[list[Any], list[str | None] | None, list[str]]:
     """Items, gold labels when asked for, and notes on skipped rows: from a table or a data set
     spec (whose gold labels are used with ``--gold-column gold``)."""
@@ -53,9 +56,10 @@ def load_calibration_items(
     gold: list[str | None] | None = None
     if gold_column:
         items, gold, bad = read_labelled(source, task, gold_column, columns=columns,
-                                         id_column=id_column)
+                                         id_column=id_column, delimiter=delimiter)
     else:
-        rows = list(read_items(source, task, columns=columns, id_column=id_column))
+        rows = list(read_items(source, task, columns=columns, id_column=id_column,
+                               delimiter=delimiter))
         items = [r for r in rows if isinstance(r, Item)]
         bad = [r for r in rows if isinstance(r, RowError)]
     if limit is not None:
@@ -132,6 +136,7 @@ def calibrate(
     text_a_column: TextAOpt = None,
     text_b_column: TextBOpt = None,
     id_column: IdOpt = None,
+    delimiter: DelimiterOpt = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N items.")] = None,
     early_exit: Annotated[bool, typer.Option(help="Write early_exit = true.")] = False,
     report: Annotated[
@@ -157,7 +162,7 @@ def calibrate(
     from speculabel.cascade.config import ConfigError, default_workers, make_config
     from speculabel.certify.scope import SCOPES
     from speculabel.certify.threshold import METHODS
-    from speculabel.io.tables import InputError
+    from speculabel.io.tables import InputError, parse_delimiter
     from speculabel.tasks import TaskError, load_task
 
     worker_specs = csv_list(workers, "--workers") or default_workers(task)
@@ -173,12 +178,12 @@ def calibrate(
             raise fail(f"--scope must be dataset or workers, got {scope!r}")
         the_scope, goal = scope, target
         if not 0 < target < 1:
-            raise fail(f"--target must be between 0 and 1, got {target:g}")
+            raise fail(f"--target must be between 0 and 1, both excluded, got {target:g}")
     reference = reference or "judge"
     if reference not in ("judge", "gold"):
         raise fail(f"--reference must be judge or gold, got {reference!r}")
     if not 0 < delta < 1:
-        raise fail(f"--delta must be between 0 and 1, got {delta:g}")
+        raise fail(f"--delta must be between 0 and 1, both excluded, got {delta:g}")
     if method not in METHODS:
         raise fail(f"--method must be one of {', '.join(METHODS)}")
     try:
@@ -189,7 +194,7 @@ def calibrate(
         check_setup(probe, the_task)
         items, gold, notes = load_calibration_items(
             input, the_task, gold_column=gold_column, columns=columns, id_column=id_column,
-            limit=limit,
+            limit=limit, delimiter=parse_delimiter(delimiter),
         )
     except (TaskError, ConfigError, BackendError, InputError, FileNotFoundError, ValueError) as e:
         raise fail(str(e)) from None
@@ -260,6 +265,7 @@ def _certify_and_write(
         raise fail(str(e)) from None
     plan, res = cal.plan, cal.plan.result
     ref_name = f"judge {judge_spec}" if reference == "judge" else "gold labels"
+    _warn_one_class(cal, ref_name)
     _print_plan(plan, ref_name, cal.n_certify + cal.n_fit)
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
@@ -271,12 +277,13 @@ def _certify_and_write(
         }
         report.write_text(json.dumps(evidence, indent=2, default=str), encoding="utf-8")
         echo_note(f"evidence: {report}", quiet)
-    if not res.feasible:
+    if not res.feasible or res.coverage == 0:
         shutil.rmtree(staging, ignore_errors=True)
-        best = plan.max_feasible_target(cal.data, delta, method) if cal.data else None
-        hint = (f"; the highest target these workers can be certified for at delta {delta:g} "
-                f"is about {best:.3f}" if best is not None else "")
-        typer.secho(f"{res.message()}{hint}. Nothing written.", fg=typer.colors.YELLOW, err=True)
+        level = delta / 2 if policy == "auto" else delta  # auto tests each rule at delta / 2
+        best = (plan.max_feasible_target(cal.data, level, method)
+                if cal.data and not res.feasible else None)
+        typer.secho(f"{res.message(best, searched=cal.data is not None)}. Nothing written.",
+                    fg=typer.colors.YELLOW, err=True)
         raise typer.Exit(EXIT_INFEASIBLE)
 
     if cal.fitted:
@@ -284,7 +291,7 @@ def _certify_and_write(
         staging.replace(fitted)
     models = {spec: {"directory": str((fitted / folder.name).resolve()), "frozen": True}
               for spec, folder in cal.fitted.items()}
-    cfg = plan.to_config(task=task, workers=worker_specs, judge=judge_spec, early_exit=early_exit,
+    cfg = plan.to_config(task=task_for_config(task), workers=worker_specs, judge=judge_spec, early_exit=early_exit,
                          models=models, certificate={
                              "scope": scope, "target": goal, "delta": delta, "method": method,
                              "reference": ref_name, "fit_items": cal.n_fit,
@@ -303,6 +310,35 @@ def _certify_and_write(
     save_config(cfg, output, comment)
     typer.echo(f"wrote {output}" + (f" and {fitted}/" if cal.fitted else "")
                + f": use it with  speculabel classify INPUT -o OUT --config {output}")
+
+
+def task_for_config(task: str) -> str:
+    """The task as a config holds it: a built-in name, or the TOML file's absolute path
+    (``save_config`` writes it relative to the config, so the pair travels together)."""
+    from speculabel.tasks import BUILTIN_TASKS
+
+    return task if task in BUILTIN_TASKS else str(Path(task).expanduser().resolve())
+
+
+def _warn_one_class(cal: Any, ref_name: str) -> None:
+    """Calibration items whose reference labels are all one class certify nothing about the
+    others: say so, whatever the workers (learning workers refuse such a fit share outright)."""
+    data = cal.data
+    if data is None:
+        return
+    classes = sorted({r for r in data.reference if r is not None})
+    if len(classes) == 1:
+        typer.secho(
+            f"warning: every calibration item has the same reference label ({ref_name}: "
+            f"{classes[0]!r}); a certificate on one class says nothing about the others: "
+            "calibrate on items of every class", fg=typer.colors.YELLOW, err=True)
+
+
+def _pct(value: float | None, signed: bool = False) -> str:
+    """A share as a percentage for the plan table; ``-`` where there is none."""
+    if value is None:
+        return "-"
+    return f"{100 * value:+.1f}%" if signed else f"{100 * value:.1f}%"
 
 
 def _measure_offsets(specs: list[str], task: Any, say: Any) -> dict[str, dict[str, float]]:
@@ -329,7 +365,6 @@ def _measure_offsets(specs: list[str], task: Any, say: Any) -> dict[str, dict[st
 
 
 def _print_plan(plan: Any, ref_name: str, n_ref: int) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     res = plan.result
@@ -337,15 +372,23 @@ def _print_plan(plan: Any, ref_name: str, n_ref: int) -> None:
     t.add_row("policy", plan.policy)
     t.add_row("method", f"{res.method}, target {res.target:g}, delta {res.delta:g}")
     t.add_row("items fit / certify", f"{plan.n_fit} / {plan.n_test}")
-    if res.feasible:
+    signed = res.scope == "non-inferior"  # an accuracy loss, not an agreement
+    if res.feasible and res.coverage > 0:
+        side = "upper" if signed else "lower"
         t.add_row("threshold", f"{res.threshold:g}")
-        t.add_row("expected coverage", f"{100 * res.coverage:.1f}% decided by the workers")
-        t.add_row("judge-call rate", f"{100 * res.judge_call_rate:.1f}%")
-        t.add_row("agreement (calibration)", f"{100 * res.agreement:.1f}%")
-        t.add_row(f"lower bound ({100 * (1 - res.delta):g}%)", f"{100 * res.bound:.1f}%")
+        t.add_row("expected coverage", f"{_pct(res.coverage)} decided by the workers")
+        t.add_row("judge-call rate", _pct(res.judge_call_rate))
+        t.add_row("agreement on the workers' items", _pct(res.agreement))
+        quantity = {"dataset": "whole-data agreement",
+                    "non-inferior": "accuracy loss"}.get(res.scope)
+        if quantity:  # the certified quantity, when it is not the line above
+            t.add_row(f"{quantity} (calibration)", _pct(res.estimate, signed))
+        t.add_row(f"{quantity or 'agreement'}: {side} bound ({100 * (1 - res.delta):g}%)",
+                  _pct(res.bound, signed))
     else:
-        t.add_row("threshold", "none qualifies")
-        t.add_row("best single-threshold bound", f"{100 * res.best_bound:.1f}%")
+        t.add_row("threshold", "none qualifies" if not res.feasible else
+                  f"{res.threshold:g} only, where the workers decide no item")
+        t.add_row("best single-threshold bound", _pct(res.best_bound, signed))
         if res.shortfall > 0:
             t.add_row("short by", f"{100 * res.shortfall:.1f} points")
         elif res.stopped_at is not None:
@@ -369,7 +412,7 @@ def _print_plan(plan: Any, ref_name: str, n_ref: int) -> None:
         if cc:
             acc += f" raw, {100 * cc.get('accuracy', 0):.1f}% contextual"
         t.add_row(f"calibration {m}", f"{', '.join(what) or 'none kept'} ({acc})")
-    Console(stderr=True).print(t)
+    console(stderr=True).print(t)
 
 
 def register(app: typer.Typer) -> None:

@@ -23,9 +23,10 @@ from speculabel.cli.adaptive import (
     SeedOpt,
     TargetOpt,
     WarmupOpt,
+    check_adaptive_flags,
 )
 from speculabel.cli.common import (
-    EXIT_INTERRUPTED,
+    DelimiterOpt,
     IdOpt,
     QuietOpt,
     TextAOpt,
@@ -39,6 +40,7 @@ from speculabel.cli.common import (
     fail,
     print_summary,
     run_with_progress,
+    stopped,
 )
 from speculabel.policy import POLICIES
 
@@ -69,6 +71,7 @@ def classify(
     text_a_column: TextAOpt = None,
     text_b_column: TextBOpt = None,
     id_column: IdOpt = None,
+    delimiter: DelimiterOpt = None,
     workers: Annotated[
         str | None,
         typer.Option(
@@ -173,7 +176,8 @@ def classify(
     again skips the rows already in OUTPUT, so an interrupted run resumes without duplicates;
     OUTPUT remembers the settings and input that made it and refuses others. Exit status: 0 done,
     2 bad input or settings (nothing is loaded or written), 3 some items left undecided (judge
-    unavailable: run the same command again), 130 interrupted (rerun to resume).
+    unavailable: run the same command again), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM
+    (both: what was decided is saved; rerun to resume).
 
     --engine ray runs the same cascade (the same cascade.toml, the same records) as a Ray Data
     pipeline into a results directory; it needs --id-column (see docs/scale.md).
@@ -187,12 +191,13 @@ def classify(
         read_config_data,
     )
     from speculabel.io.results import ResultsError, ResultsFile, RunInfo
-    from speculabel.io.tables import InputError, read_items
+    from speculabel.io.tables import InputError, parse_delimiter, read_items
     from speculabel.scale.settings import EngineError, check_engine, make_ray_settings, pop_ray_table
     from speculabel.tasks import TaskError, load_task
 
     if judge_only and workers is not None:
         raise fail("--judge-only uses no workers: leave out --workers")
+    check_adaptive_flags(target=target, delta=delta, audit_rate=audit_rate)
     overrides: dict[str, Any] = {
         "judge_only": judge_only or None,
         "task": task, "workers": csv_list(workers, "--workers"), "judge": judge,
@@ -230,6 +235,8 @@ def classify(
     if engine == "ray":
         from speculabel.cli.ray import classify_ray
 
+        if delimiter is not None:
+            raise fail("--delimiter: not with --engine ray (Ray reads CSV with ',')")
         classify_ray(input=input, output=output, cfg=cfg, task=the_task, columns=columns,
                      id_column=id_column, settings=ray_settings, votes=votes, no_votes=no_votes,
                      limit=limit, allow_changed_run=allow_changed_run, quiet=quiet)
@@ -242,7 +249,8 @@ def classify(
         raise fail(f"the output {out_path} is the input file; give another -o")
 
     try:
-        rows = list(read_items(in_path, the_task, columns=columns, id_column=id_column))
+        rows = list(read_items(in_path, the_task, columns=columns, id_column=id_column,
+                               delimiter=parse_delimiter(delimiter)))
         if limit is not None:
             rows = rows[:limit]
         run = RunInfo(
@@ -278,16 +286,20 @@ def classify(
 def _run(cfg: Any, the_task: Any, rows: list[Any], todo: list[Any], results: Any,
          out_path: Path, votes: Path | None, no_votes: bool, quiet: bool
          ) -> tuple[Any, int] | None:
-    """Decide ``todo`` into ``results``; the run's stats and bad-row count (``None``: nothing
-    to do)."""
+    """Decide ``todo`` into ``results``, each bad row's record at its row's place; the run's
+    stats and bad-row count (``None``: nothing to do)."""
+    from speculabel.backends.base import BackendError
     from speculabel.io.tables import RowError
+    from speculabel.models import ModelError
     from speculabel.records import Item
 
-    for r in todo:
-        if isinstance(r, RowError):
-            results.write_bad_row(r)
     items = [r for r in todo if isinstance(r, Item)]
-    n_errors = len(todo) - len(items)
+    bad_rows = [r for r in todo if isinstance(r, RowError)]
+    n_errors = len(bad_rows)
+    if cfg.adaptive or not items:  # an adaptive run has no input order to keep
+        for r in bad_rows:
+            results.write_bad_row(r)
+        bad_rows = []
     if not items:
         typer.echo(f"nothing to do: all {len(rows)} rows are in {out_path}")
         return None
@@ -304,18 +316,48 @@ def _run(cfg: Any, the_task: Any, rows: list[Any], todo: list[Any], results: Any
         cfg.models.setdefault(spec, {})["directory"] = str(where)
         echo_note(f"{spec} keeps its labels and model in {where}", quiet)
     cascade = _build(cfg, the_task, store, quiet)
+    writer = InPlace(results, bad_rows)
     try:
         run_with_progress(cascade.classify_iter(items), len(items), cascade.stats,
-                          results.write, quiet)
-    except KeyboardInterrupt:
-        typer.echo(f"interrupted: {cascade.stats.items} items decided in this run are saved "
-                   f"in {out_path}; rerun the same command to resume", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+                          writer.write, quiet)
+        writer.rest()
+    except KeyboardInterrupt as e:
+        raise stopped(e, writer.saved, out_path) from None
+    except (BackendError, ModelError) as e:  # a model loaded on first use (the judge)
+        raise fail(f"{e}; the {writer.saved} records written in this run are saved in "
+                   f"{out_path}: rerun the same command to resume") from None
     finally:
         cascade.close()
         if store is not None:
             store.close()
     return cascade.stats, n_errors
+
+
+class InPlace:
+    """Writes the cascade's records, and each bad row's record at its row's place: just before
+    the first record of a later row (the cascade returns records in input order).  ``saved``
+    counts the records written, so a stopped run says exactly what the file holds."""
+
+    def __init__(self, results: Any, bad_rows: list[Any]) -> None:
+        self.results = results
+        self.pending = sorted(bad_rows, key=lambda r: r.row, reverse=True)  # next one last
+        self.saved = 0
+
+    def write(self, record: Any) -> None:
+        while self.pending and record.row is not None and self.pending[-1].row < record.row:
+            self.results.write_bad_row(self.pending.pop())
+            self.saved += 1
+        self.results.write(record)
+        self.saved += 1
+
+    def rest(self) -> None:
+        """The bad rows after the last record."""
+        from speculabel.interrupt import deferred
+
+        while self.pending:
+            with deferred():
+                self.results.write_bad_row(self.pending.pop())
+                self.saved += 1
 
 
 def _finish(stats: Any, n_errors: int, out_path: Path) -> None:

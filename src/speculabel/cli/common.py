@@ -13,7 +13,9 @@ if TYPE_CHECKING:
 #: exit statuses every command uses
 EXIT_BAD_INPUT = 2
 EXIT_INCOMPLETE = 3  # some items pending (judge unavailable): rerun to finish them
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT): what was decided is saved; rerun to resume
+EXIT_TERMINATED = 143  # SIGTERM: the same clean stop
+EXIT_BROKEN_PIPE = 141  # stdout closed early (``speculabel tasks x | head -1``): nothing is wrong
 
 TextOpt = Annotated[
     str | None, typer.Option("--text-column", help="Column with the text (single-text tasks).")
@@ -36,6 +38,11 @@ VotesOpt = Annotated[
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes.")]
+DelimiterOpt = Annotated[
+    str | None,
+    typer.Option("--delimiter", help="CSV/TSV field separator: one character, or 'tab' "
+                                     "[default: ',' for .csv, tab for .tsv]."),
+]
 
 
 def fail(msg: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
@@ -84,8 +91,32 @@ def echo_note(msg: str, quiet: bool = False) -> None:
         typer.echo(msg, err=True)
 
 
-def print_summary(summary: dict[str, Any], output: Path | None = None) -> None:
+def console(stderr: bool = False) -> Any:
+    """A rich console that prints whole tables when the output is a pipe or a log file (rich
+    would cut them to 80 columns there)."""
+    import sys
+
     from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    tty = hasattr(stream, "isatty") and stream.isatty()
+    return Console(stderr=stderr, width=None if tty else 1000)
+
+
+def stopped(exc: BaseException, saved: int, output: Path | str) -> typer.Exit:
+    """Say what a Ctrl-C or SIGTERM left behind and how to go on; return the exit to raise
+    (130 for Ctrl-C, 143 for SIGTERM)."""
+    from speculabel.interrupt import Interrupted
+
+    status = exc.exit_status if isinstance(exc, Interrupted) else EXIT_INTERRUPTED
+    what = "stopped by SIGTERM" if status == EXIT_TERMINATED else "interrupted"
+    records = "1 record" if saved == 1 else f"{saved} records"
+    typer.echo(f"{what}: {records} written in this run are saved in {output}; rerun the same "
+               "command to resume", err=True)
+    return typer.Exit(status)
+
+
+def print_summary(summary: dict[str, Any], output: Path | None = None) -> None:
     from rich.table import Table
 
     table = Table(title="summary", show_header=False)
@@ -93,7 +124,7 @@ def print_summary(summary: dict[str, Any], output: Path | None = None) -> None:
         table.add_row(key.replace("_", " "), str(value))
     if output is not None:
         table.add_row("results", str(output))
-    Console(stderr=True).print(table)
+    console(stderr=True).print(table)
 
 
 def progress_bar(title: str) -> Any:
@@ -121,18 +152,23 @@ def rate_text(stats: Any, seconds: float) -> str:
 
 def run_with_progress(records: Any, total: int, stats: Any, write: Any, quiet: bool) -> None:
     """Write each record as it comes, with a progress bar (items/s, judge-call rate) unless
-    ``quiet``."""
+    ``quiet``.  A Ctrl-C or SIGTERM never cuts a write in two (see :mod:`speculabel.interrupt`):
+    it stops the run after the record in hand."""
     import time
+
+    from speculabel.interrupt import deferred
 
     if quiet:
         for rec in records:
-            write(rec)
+            with deferred():
+                write(rec)
         return
     t0 = time.perf_counter()
     with progress_bar("classify") as bar:
         tid = bar.add_task("classify", total=total, rate="")
         for rec in records:
-            write(rec)
+            with deferred():
+                write(rec)
             bar.update(tid, advance=1, rate=rate_text(stats, time.perf_counter() - t0))
 
 

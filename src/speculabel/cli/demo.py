@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from speculabel.cascade.config import DEFAULT_JUDGE
+from speculabel.cli.common import console as make_console
 from speculabel.cli.common import csv_list
 
 
@@ -25,7 +26,6 @@ def run_demo(
     pull: bool = True,
 ) -> int:
     """Print each task's demo (:func:`speculabel.bench.demo.run_demo_task`); the exit status."""
-    from rich.console import Console
     from rich.table import Table
 
     from speculabel.bench.demo import SAMPLES, demo_settings, load_sample, run_demo_task
@@ -33,7 +33,7 @@ def run_demo(
     from speculabel.models import CATALOGUE, is_installed
     from speculabel.models import pull as pull_model
 
-    console = Console()
+    console = make_console()
     unknown_tasks = [t for t in tasks if t not in SAMPLES]
     if unknown_tasks:
         console.print(f"[red]error:[/] no demo sample for {unknown_tasks}; choose {list(SAMPLES)}")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from speculabel.cli.common import fail
+from speculabel.cli.common import console, fail
 
 models_app = typer.Typer(help="The offline model catalogue: list and install models.",
                          no_args_is_help=True, rich_markup_mode=None)
@@ -15,7 +15,6 @@ models_app = typer.Typer(help="The offline model catalogue: list and install mod
 @models_app.command("list")
 def models_list() -> None:
     """Show the catalogue: family, parameters, file size, licence, installed or not."""
-    from rich.console import Console
     from rich.table import Table
 
     from speculabel.models import CATALOGUE, is_installed
@@ -29,9 +28,9 @@ def models_list() -> None:
             info.licence.split(" (")[0], info.kind,
             "yes" if is_installed(name) else "no",
         )
-    Console().print(table)
+    console().print(table)
     typer.echo("Any local GGUF file works too: gguf:PATH. Servers: openai:MODEL@BASE_URL. "
-               "Non-LLM workers: vader, learner:minilm.")
+               "Non-LLM workers: vader, learner:minilm, similarity:minilm.")
 
 
 @models_app.command("pull")

@@ -1,10 +1,12 @@
 """Input tables (CSV, TSV, JSON Lines, Parquet) read as items, one bad row never stopping a run.
 
-A row that cannot become an item (empty text, a missing or duplicate id, more or fewer fields
-than the header, bytes that are not UTF-8, a broken JSON line) comes out as a :class:`RowError`
-naming the file and the row; the run records it and goes on.  A file that cannot be read at all
-(missing, a directory, binary, not UTF-8 in its header, a corrupt Parquet file, unknown columns,
-no data rows) raises :class:`InputError` before any model loads.
+A row that cannot become an item (empty text, a text that is a number or a list, a missing or
+duplicate id, more or fewer fields than the header, bytes that are not UTF-8, a broken JSON line)
+comes out as a :class:`RowError` naming the file and the row, with an id no other row has (its
+own when it has a valid one, else its row number); the run records it and goes on.  A UTF-8
+byte-order mark (Excel's "CSV UTF-8") is read as such, never as part of the first column name.
+A file that cannot be read at all (missing, a directory, binary, not UTF-8 in its header, a
+corrupt Parquet file, unknown columns, no data rows) raises :class:`InputError` before any model loads.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def _text_problem(values: Sequence[Any]) -> str | None:
 
 
 def _csv_rows(path: Path, delimiter: str) -> tuple[list[str], Iterator[Row]]:
-    fh = path.open(newline="", encoding="utf-8", errors="surrogateescape")
+    fh = path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
     lines = (line.replace("\0", _NUL) for line in fh)
     reader = csv.DictReader(lines, delimiter=delimiter, restkey=_BAD)
     try:
@@ -92,7 +94,8 @@ def _csv_rows(path: Path, delimiter: str) -> tuple[list[str], Iterator[Row]]:
                     yield rowno, {_BAD: f"has {n} fields, the header has {len(columns)}{hint}"}
                     continue
                 problem = _text_problem(list(row.values()))
-                yield rowno, ({_BAD: problem} if problem else row)
+                # the fields are where they belong: the row keeps them (its id, say)
+                yield rowno, ({**row, _BAD: problem} if problem else row)
 
     return columns, gen()
 
@@ -104,7 +107,7 @@ def _jsonl_rows(path: Path) -> tuple[list[str], Iterator[Row]]:
             if not raw.strip():
                 continue
             try:
-                first = json.loads(raw.decode("utf-8"))
+                first = json.loads(raw.decode("utf-8-sig"))
             except UnicodeDecodeError as e:
                 raise InputError(f"{path}: line 1 is not UTF-8 text ({e.reason} at byte "
                                  f"{e.start}); is this a JSON Lines file?") from e
@@ -130,7 +133,7 @@ def _jsonl_rows(path: Path) -> tuple[list[str], Iterator[Row]]:
                     continue
                 rowno += 1
                 try:
-                    obj = json.loads(raw.decode("utf-8"))
+                    obj = json.loads(raw.decode("utf-8-sig" if lineno == 1 else "utf-8"))
                 except UnicodeDecodeError as e:
                     yield rowno, {_BAD: f"line {lineno} is not UTF-8 ({e.reason} at byte {e.start})"}
                     continue
@@ -171,12 +174,37 @@ def _parquet_rows(path: Path) -> tuple[list[str], Iterator[Row]]:
     return columns, gen()
 
 
-def table_rows(path: Path) -> tuple[list[str], Iterator[Row]]:
-    """Column names and ``(row number, values)`` pairs for CSV, TSV, JSONL and Parquet."""
+def parse_delimiter(value: str | None) -> str | None:
+    """A ``--delimiter`` value as one character (``tab`` and ``\\t`` mean a tab); ``None``
+    when not given; :class:`InputError` for anything else."""
+    if value is None:
+        return None
+    char = "\t" if value.lower() in ("tab", "\\t", "\t") else value
+    if len(char) != 1 or char in ('"', "\n", "\r"):
+        raise InputError(f"--delimiter must be one character (or 'tab'), got {value!r}")
+    return char
+
+
+def _separator_hint(names: Sequence[str]) -> str:
+    """A hint when the whole header landed in one column: another separator than the reader's."""
+    if len(names) != 1:
+        return ""
+    for char, shown in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
+        if char in names[0]:
+            return f" (the header looks separated by {shown}: give --delimiter {shown})"
+    return ""
+
+
+def table_rows(path: Path, delimiter: str | None = None) -> tuple[list[str], Iterator[Row]]:
+    """Column names and ``(row number, values)`` pairs for CSV, TSV, JSONL and Parquet;
+    ``delimiter`` overrides the CSV/TSV field separator."""
     suffix = path.suffix.lower()
     fmt = FORMATS.get(suffix)
+    if delimiter is not None and fmt not in ("csv", "tsv"):
+        raise InputError(f"{path}: --delimiter is for .csv and .tsv files, not {suffix or 'this'}"
+                         " file")
     if fmt in ("csv", "tsv"):
-        return _csv_rows(path, "\t" if fmt == "tsv" else ",")
+        return _csv_rows(path, delimiter or ("\t" if fmt == "tsv" else ","))
     if fmt == "json":
         return _jsonl_rows(path)
     if fmt == "parquet":
@@ -200,29 +228,36 @@ def read_rows(
     columns: dict[str, str] | None = None,
     id_column: str | None = None,
     extra_columns: Sequence[str] = (),
+    delimiter: str | None = None,
 ) -> Iterator[tuple[Item | RowError, dict[str, Any]]]:
-    """Items (or row errors) with the values of ``extra_columns`` (a gold column, say)."""
+    """Items (or row errors) with the values of ``extra_columns`` (a gold column, say).  A bad
+    row carries its own id when it has a valid one (never a duplicate's); :func:`read_items`
+    gives the others their row number."""
     p = Path(path)
     _check_file(p)
     mapping = {f: (columns or {}).get(f) or f for f in task.fields}
-    names, rows = table_rows(p)
+    names, rows = table_rows(p, delimiter)
     wanted = [*mapping.values(), *([id_column] if id_column else []), *extra_columns]
     unknown = [c for c in dict.fromkeys(wanted) if c not in names]
     if unknown:
         raise InputError(
             f"{p}: unknown column(s) {', '.join(repr(c) for c in unknown)}; "
-            f"the file has: {', '.join(names) or '(no columns)'}"
+            f"the file has: {', '.join(names) or '(no columns)'}{_separator_hint(names)}"
         )
     seen: dict[str, int] = {}
     count = 0
     for rowno, row in rows:
         count += 1
         extras = {c: row.get(c) for c in extra_columns}
-        if _BAD in row:
-            yield RowError(rowno, f"{p}: row {rowno} {row[_BAD]}"), extras
-            continue
         item_id = str(row.get(id_column) if row.get(id_column) is not None else "").strip() \
             if id_column else str(rowno)
+        if _BAD in row:
+            own = item_id if item_id and item_id not in seen and not _text_problem([item_id]) \
+                else None
+            if own is not None:
+                seen[own] = rowno
+            yield RowError(rowno, f"{p}: row {rowno} {row[_BAD]}", own), extras
+            continue
         if not item_id:
             yield RowError(rowno, f"{p}: row {rowno}: empty id in column {id_column!r}"), extras
             continue
@@ -235,7 +270,11 @@ def read_rows(
         problem = None
         for field, col in mapping.items():
             value = row.get(col)
-            text = "" if value is None else str(value)
+            if value is not None and not isinstance(value, str):
+                problem = (f"{p}: row {rowno}: column {col!r} holds {_kind(value)}, not a text "
+                           "(give texts as strings)")
+                break
+            text = "" if value is None else value
             if not text.strip():
                 problem = f"{p}: row {rowno}: empty text in column {col!r}"
                 break
@@ -245,19 +284,55 @@ def read_rows(
         raise InputError(f"{p} has no data rows (only a header, or only blank lines)")
 
 
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"a boolean ({value!r})"
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+def with_row_ids(entries: Sequence[Item | RowError]) -> list[Item | RowError]:
+    """Every bad row without a valid id of its own gets one no other row has: its row number,
+    else ``row-N`` (``row-N-2`` ...): a record always names its row, and two records never
+    share an id.  The same file always gives the same ids (a rerun finds them)."""
+    from dataclasses import replace
+
+    taken = {e.id for e in entries if e.id is not None}
+    out: list[Item | RowError] = []
+    for e in entries:
+        if isinstance(e, RowError) and e.id is None:
+            candidates = [str(e.row), f"row-{e.row}"]
+            k = 2
+            while all(c in taken for c in candidates):
+                candidates.append(f"row-{e.row}-{k}")
+                k += 1
+            new = next(c for c in candidates if c not in taken)
+            taken.add(new)
+            e = replace(e, id=new)
+        out.append(e)
+    return out
+
+
 def read_items(
     path: str | Path,
     task: Task,
     *,
     columns: dict[str, str] | None = None,
     id_column: str | None = None,
+    delimiter: str | None = None,
 ) -> Iterator[Item | RowError]:
     """Items from a table; ``columns`` maps each task field to a column (default: same name).
 
-    Ids default to the row number (1-based, header excluded).
+    Ids default to the row number (1-based, header excluded); every bad row has an id too
+    (see :func:`with_row_ids`), so the whole file is read before the first entry comes out.
     """
-    for entry, _ in read_rows(path, task, columns=columns, id_column=id_column):
-        yield entry
+    yield from with_row_ids([entry for entry, _ in read_rows(
+        path, task, columns=columns, id_column=id_column, delimiter=delimiter)])
 
 
 def read_labelled(
@@ -267,6 +342,7 @@ def read_labelled(
     *,
     columns: dict[str, str] | None = None,
     id_column: str | None = None,
+    delimiter: str | None = None,
 ) -> tuple[list[Item], list[str | None], list[RowError]]:
     """Items with their gold labels (``None`` where the cell is empty) and the bad rows.
 
@@ -276,7 +352,7 @@ def read_labelled(
     gold: list[str | None] = []
     bad: list[RowError] = []
     for entry, extras in read_rows(path, task, columns=columns, id_column=id_column,
-                                   extra_columns=[gold_column]):
+                                   extra_columns=[gold_column], delimiter=delimiter):
         if isinstance(entry, RowError):
             bad.append(entry)
             continue

@@ -220,9 +220,12 @@ class LlamaCppBackend(Backend):
                     f"{self.spec}: contextual calibration labels {sorted(self.calibration)} "
                     f"do not match the task's labels {task.label_names}"
                 )
+        from speculabel.interrupt import check
+
         votes: list[Vote] = []
         self.last_latencies = []
         for item in items:
+            check()  # a Ctrl-C or SIGTERM stops between two items, not after the batch
             t0 = time.perf_counter()
             try:
                 prep = self._prepare(task, item)
