@@ -378,3 +378,39 @@ def test_the_demo_is_a_library_function(smollm2_path: object) -> None:
     assert len(run.records) == len(run.judge_votes) == len(run.items) == 30
     assert [r.id for r in run.records] == [it.id for it in run.items]
     assert 0 <= run.accuracy <= 1 and run.cascade_s > 0 and run.judge_s > 0
+
+
+def test_a_file_run_from_python_resumes_where_it_stopped(tmp_path: object) -> None:
+    """FileRun / classify_file: the library behind `classify`; stop iterating half-way, run
+    again: every row exactly once, in order, the bad row at its place."""
+    import csv
+    import json
+    from pathlib import Path
+
+    from speculabel.cascade.config import make_config
+    from speculabel.runs import FileRun, classify_file
+
+    needs.module("vaderSentiment", needs.BENCH)
+    d = Path(str(tmp_path))
+    inp = d / "in.csv"
+    with inp.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "text"])
+        for i, t in enumerate(texts(30)):
+            w.writerow([f"r{i}", "" if i == 7 else t])
+    cfg = make_config({"task": "sentiment", "judge_only": True, "judge": "vader",
+                       "batch_size": 4})
+    out = d / "out.jsonl"
+    run = FileRun(inp, out, cfg, columns={"text": "text"}, id_column="id")
+    got = []
+    for rec in run.records():
+        got.append(rec.id)
+        if len(got) == 10:
+            break  # a caller that stops: what was yielded is written
+    assert run.saved == 10 and len(out.read_text().splitlines()) == 10
+    again = classify_file(inp, out, cfg, votes=False, columns={"text": "text"}, id_column="id")
+    assert again.skipped == 10 and again.stats is not None
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert ids == [f"r{i}" for i in range(30)]
+    bad = json.loads(out.read_text().splitlines()[7])
+    assert bad["error_kind"] == "input" and bad["label"] is None

@@ -190,8 +190,8 @@ def classify(
         ray_default_workers,
         read_config_data,
     )
-    from speculabel.io.results import ResultsError, ResultsFile, RunInfo
-    from speculabel.io.tables import InputError, parse_delimiter, read_items
+    from speculabel.io.results import ResultsError
+    from speculabel.io.tables import InputError, parse_delimiter
     from speculabel.scale.settings import EngineError, check_engine, make_ray_settings, pop_ray_table
     from speculabel.tasks import TaskError, load_task
 
@@ -244,120 +244,79 @@ def classify(
     given = [f"--{k.replace('_', '-')}" for k, v in ray_flags.items() if v is not None]
     if given:
         raise fail(f"{', '.join(given)}: only with --engine ray")
-    in_path, out_path = Path(input), Path(output)
-    if in_path.exists() and out_path.exists() and in_path.resolve() == out_path.resolve():
-        raise fail(f"the output {out_path} is the input file; give another -o")
+    from speculabel.runs import FileRun
 
+    out_path = Path(output)
     try:
-        rows = list(read_items(in_path, the_task, columns=columns, id_column=id_column,
-                               delimiter=parse_delimiter(delimiter)))
-        if limit is not None:
-            rows = rows[:limit]
-        run = RunInfo(
-            settings={**cfg.decision_settings(), "task_prompt": the_task.fingerprint()},
-            input={"path": str(in_path.resolve()), "columns": columns, "id_column": id_column},
-        )
-        results = ResultsFile(out_path, run, allow_changed_run=allow_changed_run)
+        frun = FileRun(input, out_path, cfg, the_task, columns=columns, id_column=id_column,
+                       delimiter=parse_delimiter(delimiter), limit=limit,
+                       allow_changed_run=allow_changed_run)
     except (InputError, ResultsError) as e:
         raise fail(str(e)) from None
-    if results.dropped_retryable:
-        echo_note(f"{results.dropped_retryable} records of a retryable error are decided again",
+    if frun.dropped_retryable:
+        echo_note(f"{frun.dropped_retryable} records of a retryable error are decided again",
                   quiet)
-    todo = [r for r in rows if not results.is_done(r)]
-    skipped = len(rows) - len(todo)
-    if skipped:
-        echo_note(f"resuming: {skipped} of {len(rows)} rows already in {out_path}", quiet)
+    if frun.skipped:
+        echo_note(f"resuming: {frun.skipped} of {len(frun.rows)} rows already in {out_path}",
+                  quiet)
+    _run(frun, out_path, votes, no_votes, quiet)
 
+
+class _Live:
+    """The run's stats as they become known (the cascade is built when the run starts)."""
+
+    def __init__(self, frun: Any) -> None:
+        self.frun = frun
+
+    @property
+    def items(self) -> int:
+        return self.frun.stats.items if self.frun.stats is not None else 0
+
+    @property
+    def judge_rate(self) -> float:
+        return self.frun.stats.judge_rate if self.frun.stats is not None else 0.0
+
+
+def _run(frun: Any, out_path: Path, votes: Path | None, no_votes: bool, quiet: bool) -> None:
+    """Decide what is left with a progress bar; the summary, or one line for what went wrong
+    (with how many records are saved)."""
+    from speculabel.backends.base import BackendError
+    from speculabel.io.results import ResultsError
     from speculabel.io.votes import VoteStoreError
+    from speculabel.models import ModelError
 
+    if not frun.items:
+        for _ in frun.records():  # the bad rows' records, if any
+            pass
+        typer.echo(f"nothing to do: all {len(frun.rows)} rows are in {out_path}")
+        return
+    store = _open_votes(votes, no_votes)
     try:
-        with results:  # holds OUT.lock: the learner folders and OUT.adaptive/ are ours too
-            stats = _run(cfg, the_task, rows, todo, results, out_path, votes, no_votes, quiet)
+        run_with_progress(frun.records(store, lambda m: echo_note(m, quiet)), len(frun.todo),
+                          _Live(frun), lambda rec: None, quiet)
+    except KeyboardInterrupt as e:
+        raise stopped(e, frun.saved, out_path) from None
     except ResultsError as e:  # disk full: the message says what is saved
         raise fail(str(e)) from None
     except VoteStoreError as e:  # a store fault: what is decided stays saved
-        saved = (f"; the {results.saved} records decided are saved in {out_path}: rerun the "
-                 "same command to resume" if results.saved else "; nothing was written")
+        saved = (f"; the {frun.saved} records decided are saved in {out_path}: rerun the "
+                 "same command to resume" if frun.saved else "; nothing was written")
         raise fail(f"{e}{saved}") from None
-    if stats is not None:
-        _finish(*stats, out_path)
-
-
-def _run(cfg: Any, the_task: Any, rows: list[Any], todo: list[Any], results: Any,
-         out_path: Path, votes: Path | None, no_votes: bool, quiet: bool
-         ) -> tuple[Any, int] | None:
-    """Decide ``todo`` into ``results``, each bad row's record at its row's place; the run's
-    stats and bad-row count (``None``: nothing to do)."""
-    from speculabel.backends.base import BackendError
-    from speculabel.io.tables import RowError
-    from speculabel.models import ModelError
-    from speculabel.records import Item
-
-    items = [r for r in todo if isinstance(r, Item)]
-    bad_rows = [r for r in todo if isinstance(r, RowError)]
-    n_errors = len(bad_rows)
-    if cfg.adaptive or not items:  # an adaptive run has no input order to keep
-        for r in bad_rows:
-            results.write_bad_row(r)
-        bad_rows = []
-    if not items:
-        typer.echo(f"nothing to do: all {len(rows)} rows are in {out_path}")
-        return None
-    store = _open_votes(votes, no_votes)
-    if cfg.adaptive:
-        from speculabel.cli.adaptive import run_adaptive
-
-        try:
-            return run_adaptive(cfg, the_task, rows, results, out_path, store, quiet), n_errors
-        finally:
-            if store is not None:
-                store.close()
-    for spec, where in learner_dirs(cfg.workers, cfg.models, out_path).items():
-        cfg.models.setdefault(spec, {})["directory"] = str(where)
-        echo_note(f"{spec} keeps its labels and model in {where}", quiet)
-    cascade = _build(cfg, the_task, store, quiet)
-    writer = InPlace(results, bad_rows)
-    try:
-        run_with_progress(cascade.classify_iter(items), len(items), cascade.stats,
-                          writer.write, quiet)
-        writer.rest()
-    except KeyboardInterrupt as e:
-        raise stopped(e, writer.saved, out_path) from None
-    except (BackendError, ModelError) as e:  # a model loaded on first use (the judge)
-        raise fail(f"{e}; the {writer.saved} records written in this run are saved in "
+    except (BackendError, ModelError, ValueError, OSError) as e:  # a model loaded on first use
+        raise fail(f"{e}; the {frun.saved} records written in this run are saved in "
                    f"{out_path}: rerun the same command to resume") from None
     finally:
-        cascade.close()
         if store is not None:
             store.close()
-    return cascade.stats, n_errors
-
-
-class InPlace:
-    """Writes the cascade's records, and each bad row's record at its row's place: just before
-    the first record of a later row (the cascade returns records in input order).  ``saved``
-    counts the records written, so a stopped run says exactly what the file holds."""
-
-    def __init__(self, results: Any, bad_rows: list[Any]) -> None:
-        self.results = results
-        self.pending = sorted(bad_rows, key=lambda r: r.row, reverse=True)  # next one last
-        self.saved = 0
-
-    def write(self, record: Any) -> None:
-        while self.pending and record.row is not None and self.pending[-1].row < record.row:
-            self.results.write_bad_row(self.pending.pop())
-            self.saved += 1
-        self.results.write(record)
-        self.saved += 1
-
-    def rest(self) -> None:
-        """The bad rows after the last record."""
-        from speculabel.interrupt import deferred
-
-        while self.pending:
-            with deferred():
-                self.results.write_bad_row(self.pending.pop())
-                self.saved += 1
+    if frun.cfg.adaptive and frun.session is not None:
+        session = frun.session
+        typer.secho(f"certified: {frun.statement}", err=True,
+                    fg=typer.colors.GREEN if session.certified else typer.colors.YELLOW)
+        rate = session.report.get("judge_call_rate")
+        echo_note(f"judge calls {'-' if rate is None else f'{rate:.1%}'} of "
+                  f"{session.report.get('items')} items; per window, looks and the audit in "
+                  f"{session.report_path}", quiet)
+    _finish(frun.stats, len(frun.bad_rows), out_path)
 
 
 def _finish(stats: Any, n_errors: int, out_path: Path) -> None:
@@ -366,21 +325,6 @@ def _finish(stats: Any, n_errors: int, out_path: Path) -> None:
     summary["failures"] = int(summary["failures"]) + n_errors
     print_summary(summary, out_path)
     exit_if_pending(stats.pending)
-
-
-def learner_dirs(
-    workers: list[str], models: dict[str, dict[str, Any]], output: Path
-) -> dict[str, Path]:
-    """Where each learning worker without a directory of its own persists: beside the results
-    file (``OUT.learner-minilm``, ``OUT.similarity-minilm``), so that a resumed run continues
-    with what it had learnt."""
-    from speculabel.certify.workflow import learning
-
-    out: dict[str, Path] = {}
-    for spec in workers:
-        if learning(spec) and "@" not in spec and "directory" not in models.get(spec, {}):
-            out[spec] = output.with_name(f"{output.name}.{spec.replace(':', '-')}")
-    return out
 
 
 def _open_votes(votes: Path | None, no_votes: bool) -> Any:
@@ -392,18 +336,6 @@ def _open_votes(votes: Path | None, no_votes: bool) -> Any:
     try:
         return VoteStore(votes_path(votes))
     except VoteStoreError as e:
-        raise fail(str(e)) from None
-
-
-def _build(cfg: Any, task: Any, store: Any, quiet: bool) -> Any:
-    from speculabel.backends.base import BackendError
-    from speculabel.cascade.build import build_cascade
-    from speculabel.models import ModelError
-
-    try:
-        return build_cascade(cfg, vote_store=store, task=task,
-                             progress=lambda msg: echo_note(msg, quiet))
-    except (BackendError, ModelError, ValueError) as e:
         raise fail(str(e)) from None
 
 

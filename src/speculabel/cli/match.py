@@ -150,9 +150,9 @@ def _cascade(cfg: Any, rule: Any, quiet: bool) -> Any:
 
 def _run(entries: list[Any], past: list[Any], cfg: Any, rule: Any, settings: Any,
          out: Any, out_path: Path, quiet: bool) -> None:
-    from speculabel.cli.classify import learner_dirs
     from speculabel.match.run import run_match
     from speculabel.match.statement import statement
+    from speculabel.runs import learner_dirs
 
     learning = learner_dirs(cfg.workers, cfg.models, out_path)
     for spec, where in learning.items():

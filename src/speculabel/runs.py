@@ -1,0 +1,179 @@
+"""A resumable run over a table: the library behind ``speculabel classify``.
+
+:class:`FileRun` reads the input (bad rows become ``input`` records), opens the results file
+(refusing a foreign file or other settings, locking it against a second run), works out what a
+previous run left to do, and :meth:`FileRun.records` decides it: each record is written (and
+fsynced) *before* it is yielded, a bad row's record at its row's place, so a caller that stops
+iterating, or a process that is killed, loses nothing finished and a rerun does nothing twice.
+Adaptive runs (``cfg.adaptive``) go through :mod:`speculabel.adaptive` the same way.  The CLI
+only adds the progress bar and the messages::
+
+    run = FileRun("tweets.csv", "out.jsonl", load_config("cascade.toml"),
+                  columns={"text": "tweet"}, id_column="id")
+    for record in run.records():
+        ...
+    print(run.stats.summary())
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from speculabel.cascade.config import CascadeConfig
+from speculabel.io.results import ResultsFile, RunInfo
+from speculabel.io.tables import RowError, read_items
+from speculabel.records import Item, Record
+from speculabel.tasks import Task
+
+Note = Callable[[str], Any]
+
+
+class FileRun:
+    """One run of a cascade over a table into a results file (see the module docstring).
+
+    Everything that can be wrong with the input or the output is raised here
+    (:class:`~speculabel.io.tables.InputError`, :class:`~speculabel.io.results.ResultsError`),
+    before any model loads.
+    """
+
+    def __init__(self, input: str | Path, output: str | Path, cfg: CascadeConfig,
+                 task: Task | None = None, *, columns: dict[str, str] | None = None,
+                 id_column: str | None = None, delimiter: str | None = None,
+                 limit: int | None = None, allow_changed_run: bool = False) -> None:
+        from speculabel.tasks import load_task
+
+        self.cfg = cfg
+        self.task = task or load_task(cfg.task)
+        self.input, self.output = Path(input), Path(output)
+        if (self.input.exists() and self.output.exists()
+                and self.input.resolve() == self.output.resolve()):
+            from speculabel.io.results import ResultsError
+
+            raise ResultsError(f"the output {self.output} is the input file; give another -o")
+        rows = list(read_items(self.input, self.task, columns=columns, id_column=id_column,
+                               delimiter=delimiter))
+        self.rows = rows[:limit] if limit is not None else rows
+        run = RunInfo(
+            settings={**cfg.decision_settings(), "task_prompt": self.task.fingerprint()},
+            input={"path": str(self.input.resolve()), "columns": columns or {},
+                   "id_column": id_column},
+        )
+        self.results = ResultsFile(self.output, run, allow_changed_run=allow_changed_run)
+        self.todo = [r for r in self.rows if not self.results.is_done(r)]
+        self.skipped = len(self.rows) - len(self.todo)
+        self.items = [r for r in self.todo if isinstance(r, Item)]
+        self.bad_rows = [r for r in self.todo if isinstance(r, RowError)]
+        self.saved = 0  # records written by this run
+        self.stats: Any = None  # the cascade's stats once it runs
+        self.statement: str | None = None  # an adaptive run's certified statement
+        self.session: Any = None  # an adaptive run's session (report, its path)
+
+    @property
+    def dropped_retryable(self) -> int:
+        """Records of a retryable error (judge unavailable) that this run decides again."""
+        return self.results.dropped_retryable
+
+    def _write(self, record: Record) -> None:
+        from speculabel.interrupt import deferred
+
+        with deferred():  # a Ctrl-C never cuts a record in two or miscounts it
+            self.results.write(record)
+            self.saved += 1
+
+    def _write_bad(self, bad: RowError) -> Record:
+        from speculabel.interrupt import deferred
+
+        with deferred():
+            self.results.write_bad_row(bad)
+            self.saved += 1
+        return Record(bad.id, None, None, error=bad.error, error_kind="input", row=bad.row)
+
+    def records(self, store: Any = None, note: Note = lambda m: None) -> Iterator[Record]:
+        """Decide what is left, yielding each record once it is written.  ``store``: a vote
+        store (:class:`~speculabel.io.votes.VoteStore`) or None; ``note``: where progress notes
+        go.  The output stays locked while this runs."""
+        with self.results:
+            if self.cfg.adaptive or not self.items:  # no input order to keep
+                for bad in self.bad_rows:
+                    yield self._write_bad(bad)
+                if not self.items:
+                    return
+            if self.cfg.adaptive:
+                yield from self._adaptive(store, note)
+                return
+            yield from self._cascade(store, note)
+
+    def _cascade(self, store: Any, note: Note) -> Iterator[Record]:
+        from speculabel.cascade.build import build_cascade
+
+        for spec, where in learner_dirs(self.cfg.workers, self.cfg.models, self.output).items():
+            self.cfg.models.setdefault(spec, {})["directory"] = str(where)
+            note(f"{spec} keeps its labels and model in {where}")
+        cascade = build_cascade(self.cfg, vote_store=store, task=self.task, progress=note)
+        self.stats = cascade.stats
+        pending = sorted(self.bad_rows, key=lambda r: r.row, reverse=True)  # next one last
+        try:
+            for rec in cascade.classify_iter(self.items):
+                while pending and rec.row is not None and pending[-1].row < rec.row:
+                    yield self._write_bad(pending.pop())
+                self._write(rec)
+                yield rec
+            while pending:
+                yield self._write_bad(pending.pop())
+        finally:
+            cascade.close()
+
+    def _adaptive(self, store: Any, note: Note) -> Iterator[Record]:
+        from speculabel.adaptive.session import AdaptiveSession
+
+        session = AdaptiveSession(self.cfg, self.task, self.rows, self.results, self.output,
+                                  store, note)
+        self.stats, self.session = session.stats, session
+        for rec in session.records():
+            self._write(rec)
+            yield rec
+        self.statement = session.finish()
+
+    def run(self, store: Any = None, note: Note = lambda m: None) -> FileRun:
+        """Decide everything left; this run, with its ``stats``."""
+        for _ in self.records(store, note):
+            pass
+        return self
+
+
+def learner_dirs(workers: list[str], models: dict[str, dict[str, Any]],
+                 output: Path) -> dict[str, Path]:
+    """Where each learning worker without a directory of its own persists: beside the results
+    file (``OUT.learner-minilm``, ``OUT.similarity-minilm``), so that a resumed run continues
+    with what it had learnt."""
+    from speculabel.certify.workflow import learning
+
+    out: dict[str, Path] = {}
+    for spec in workers:
+        if learning(spec) and "@" not in spec and "directory" not in models.get(spec, {}):
+            out[spec] = output.with_name(f"{output.name}.{spec.replace(':', '-')}")
+    return out
+
+
+def classify_file(input: str | Path, output: str | Path, config: CascadeConfig | str | Path,
+                  *, votes: str | Path | bool | None = None, **options: Any) -> FileRun:
+    """Run (or resume) a cascade over a table into a results file, as ``speculabel classify``
+    does: ``config`` is a cascade.toml path or a :class:`CascadeConfig`; ``votes`` a vote-store
+    path (None: the default store; False: none); ``options`` those of :class:`FileRun`."""
+    from speculabel.cascade.config import load_config
+
+    cfg = config if isinstance(config, CascadeConfig) else load_config(Path(config))
+    run = FileRun(input, output, cfg, **options)
+    store = None
+    if votes is not False:
+        from speculabel.io.paths import votes_path
+        from speculabel.io.votes import VoteStore
+
+        store = VoteStore(votes_path(None if votes in (None, True) else Path(str(votes))))
+    try:
+        return run.run(store)
+    finally:
+        if store is not None:
+            store.close()
