@@ -118,7 +118,7 @@ class CutCertificate:
         return {**asdict(self), "judge_share": self.judge_share, "statement": self.statement()}
 
 
-def default_cuts(n_total: int, target: float, grid: int = 50) -> list[int]:
+def default_cuts(n_total: int, target: float, grid: int = 100) -> list[int]:
     """Pre-declared cuts (no labels used): the free cut ``B`` then ``grid`` even steps."""
     b = allowed_misses(target, n_total)
     cuts = {round(g * n_total / grid) for g in range(1, grid + 1)} | {b}
