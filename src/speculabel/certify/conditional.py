@@ -23,23 +23,40 @@ pilot, every pilot label counts as evidence.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from speculabel.certify.finite import allowed_misses
+from speculabel.certify.finite import allowed_misses, hypergeom_cdf
+
+
+def lower_cdf(pop: int, bad: int, draws: np.ndarray, dmax: int) -> np.ndarray:
+    """``P(Hypergeom(pop, bad, n) <= d)`` for every ``n`` in ``draws`` (rows) and
+    ``d = 0..dmax`` (columns): log-space pmfs summed from the lower end (exact up to rounding,
+    and far quicker than one tail sum per cell)."""
+    from scipy.special import gammaln
+
+    n = np.asarray(draws, dtype=np.float64)[:, None]
+    d = np.arange(dmax + 1, dtype=np.float64)[None, :]
+
+    def ln_choose(a: Any, b: Any) -> Any:
+        return gammaln(a + 1) - gammaln(b + 1) - gammaln(a - b + 1)
+
+    valid = (d <= min(bad, pop)) & (d <= n) & (n - d <= pop - bad)
+    with np.errstate(invalid="ignore"):
+        log_pmf = ln_choose(bad, d) + ln_choose(pop - bad, n - d) - ln_choose(pop, n)
+    pmf = np.where(valid, np.exp(np.where(valid, log_pmf, 0.0)), 0.0)
+    return np.minimum(np.cumsum(pmf, axis=1), 1.0)
 
 
 def critical_values(pop: int, bad: int, sizes: np.ndarray, delta: float) -> np.ndarray:
     """For each sample size ``n``: the largest disagreement count the planned exact test
     rejects at (``P(Hypergeom(pop, bad, n) <= d) <= delta``), -1 when none."""
-    from scipy.stats import hypergeom
-
     sizes = np.asarray(sizes, dtype=np.int64)
-    if pop < bad:
+    if pop < bad or sizes.size == 0:
         return sizes.copy()  # the null is impossible: any count rejects
-    d = hypergeom.ppf(delta, pop, bad, sizes).astype(np.int64)  # smallest d with cdf >= delta
-    cdf = hypergeom.cdf(d, pop, bad, sizes)
-    return np.where(cdf <= delta, d, d - 1)
+    cdf = lower_cdf(pop, bad, sizes, int(min(sizes.max(), bad)))
+    return (cdf <= delta * (1 + 1e-9)).sum(axis=1) - 1
 
 
 def conditional_levels(
@@ -47,7 +64,7 @@ def conditional_levels(
     n_plan: int,
     pilot_pos: Sequence[int] | np.ndarray,
     pilot_miss: Sequence[bool] | np.ndarray,
-    cuts: Sequence[int],
+    cuts: Sequence[int] | np.ndarray,
     target: float,
     delta: float,
 ) -> np.ndarray:
@@ -75,14 +92,18 @@ def conditional_levels(
         if m - n0m < left_bad:
             out[k] = 1.0  # the pilot already rules the null out
             continue
-        j = np.arange(0, rest_draws + 1)
-        # draws of the rest of the planned sample that fall inside the cut
+        # draws of the rest of the planned sample that fall inside the cut (where likely)
+        q = (m - n0m) / rest_items
+        mid = rest_draws * q
+        spread = 8.0 * np.sqrt(rest_draws * q * (1 - q)) + 2.0  # beyond: under 1e-12
+        j = np.arange(max(0, int(mid - spread)), min(rest_draws, int(mid + spread)) + 1)
         p_j = hypergeom.pmf(j, rest_items, m - n0m, rest_draws)
         crit = critical_values(m, bad, n0m + j, delta) - d0m
         # under the least favourable null the rest of the cut holds ``left_bad`` misses
-        rej = np.where(crit >= 0,
-                       hypergeom.cdf(np.maximum(crit, 0), m - n0m, left_bad,
-                                     np.minimum(j, m - n0m)), 0.0)
+        if crit.max() < 0:
+            continue
+        cdf = lower_cdf(m - n0m, left_bad, np.minimum(j, m - n0m), int(crit.max()))
+        rej = np.where(crit >= 0, cdf[np.arange(len(j)), np.maximum(crit, 0)], 0.0)
         total = float(np.nan_to_num(p_j * rej, nan=0.0).sum())  # nan never helps a cut
         out[k] = min(1.0, max(0.0, total))
     return out
@@ -99,7 +120,6 @@ def conditional_pass(
 ) -> int:
     """Fixed-sequence over ``cuts`` with the conditional test; index of the last passing cut
     before the first failure (-1: none)."""
-    from scipy.stats import hypergeom
 
     pp = np.sort(pilot_pos)
     pm = np.concatenate([[0], np.cumsum(pilot_miss[np.argsort(pilot_pos, kind="stable")])])
@@ -116,7 +136,7 @@ def conditional_pass(
     dead = left_bad <= 0
     safe_bad = np.clip(left_bad, 0, None)
     impossible = pop < safe_bad
-    p = hypergeom.cdf(d1m, np.maximum(pop, safe_bad), safe_bad, np.minimum(n1m, np.maximum(pop, 0)))
+    p = hypergeom_cdf(d1m, np.maximum(pop, safe_bad), safe_bad, np.minimum(n1m, np.maximum(pop, 0)))
     p = np.where(impossible, 0.0, p)
     ok = free | (~dead & (p <= levels))
     failed = np.flatnonzero(~ok)

@@ -45,18 +45,40 @@ def allowed_misses(target: float, n_total: int) -> int:
     return max(0, math.floor((1.0 - target) * n_total + 1e-9))
 
 
+def hypergeom_cdf(d: np.ndarray, pop: np.ndarray, bad: np.ndarray | int,
+                  n: np.ndarray) -> np.ndarray:
+    """``P(Hypergeom(pop, bad, n) <= d)`` elementwise (1-D arrays): log-space pmfs summed
+    from 0 (exact up to rounding; one vectorised pass instead of a tail sum per element)."""
+    from scipy.special import gammaln
+
+    d_ = np.atleast_1d(np.asarray(d, dtype=np.int64))
+    pop_ = np.broadcast_to(np.asarray(pop, dtype=np.float64), d_.shape)[:, None]
+    bad_ = np.broadcast_to(np.asarray(bad, dtype=np.float64), d_.shape)[:, None]
+    n_ = np.broadcast_to(np.asarray(n, dtype=np.float64), d_.shape)[:, None]
+    top = int(max(0, d_.max(initial=0)))
+    k = np.arange(top + 1, dtype=np.float64)[None, :]
+    valid = (k <= d_[:, None]) & (k <= bad_) & (k <= n_) & (n_ - k <= pop_ - bad_)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_pmf = (gammaln(bad_ + 1) - gammaln(k + 1) - gammaln(bad_ - k + 1)
+                   + gammaln(pop_ - bad_ + 1) - gammaln(n_ - k + 1)
+                   - gammaln(pop_ - bad_ - n_ + k + 1)
+                   - gammaln(pop_ + 1) + gammaln(n_ + 1) + gammaln(pop_ - n_ + 1))
+    pmf = np.where(valid, np.exp(np.where(valid, log_pmf, 0.0)), 0.0)
+    return np.minimum(pmf.sum(axis=1), 1.0)
+
+
 def hypergeom_p(d: np.ndarray | int, n: np.ndarray | int, pop: np.ndarray | int,
                 bad: int) -> np.ndarray:
     """``P(Hypergeom(pop, bad, n) <= d)``: the p-value of "``bad`` or more of ``pop`` items
     disagree" after ``d`` disagreements among ``n`` drawn; 0 where ``pop <= bad - 1`` (the null
     is impossible), 1 where nothing was drawn and the null is possible."""
-    from scipy.stats import hypergeom
-
-    d_, n_, pop_ = (np.asarray(x, dtype=np.int64) for x in (d, n, pop))
+    d_, n_, pop_ = np.broadcast_arrays(*(np.atleast_1d(np.asarray(x, dtype=np.int64))
+                                         for x in (d, n, pop)))
     impossible = pop_ < bad
     good = np.where(impossible, bad, pop_)  # any valid population where the null is impossible
-    p = hypergeom.cdf(d_, good, bad, np.minimum(n_, good))
-    return np.where(impossible, 0.0, np.clip(p, 0.0, 1.0))
+    p = hypergeom_cdf(d_, good, bad, np.minimum(n_, good))
+    out = np.where(impossible, 0.0, np.clip(p, 0.0, 1.0))
+    return out if np.ndim(d) or np.ndim(n) or np.ndim(pop) else out.reshape(())
 
 
 def hypergeom_upper(d: int, n: int, pop: int, delta: float) -> int:

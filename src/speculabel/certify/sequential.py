@@ -141,17 +141,17 @@ def sequential_certify(
     if rule == "pilot":
         n_pilot = pilot if pilot is not None else max(batch, round(0.02 * n))
         buyer.buy(n_pilot)
-        plan = plan_sample_size(n, buyer.pos, buyer.miss, target, delta, cut_list,
-                                menu=size_menu(n, n_pilot, first=batch, cap=max_share),
-                                seed=seed)
+        sized = plan_sample_size(n, buyer.pos, buyer.miss, target, delta, cut_list,
+                                 menu=size_menu(n, n_pilot, first=batch, cap=max_share),
+                                 seed=seed)
         early = list(buyer.pos)
         start = len(buyer.pos)
-        while len(buyer.pos) - start < plan.size:
-            if not buyer.buy(min(batch, plan.size - (len(buyer.pos) - start))):
+        while len(buyer.pos) - start < sized.size:
+            if not buyer.buy(min(batch, sized.size - (len(buyer.pos) - start))):
                 break
         cert = certify_cut(n, buyer.pos[start:], buyer.miss[start:], target, delta,
                            earlier_pos=early, cuts=cut_list)
-        return SequentialResult(rule, cert, buyer.labels, planned=plan.size)
+        return SequentialResult(rule, cert, buyer.labels, planned=sized.size)
     if rule == "looks":
         sizes = [s for s in size_menu(n, 0, step=2.0, first=4 * batch, cap=max_share) if s]
         level = delta / max(1, len(sizes))
@@ -198,8 +198,9 @@ def _reuse(buyer: _Buyer, n: int, target: float, delta: float, cut_list: Sequenc
         plan_after_pilot,
     )
 
-    n_plan = plan if plan is not None else max(4 * batch, round(0.1 * n))
-    n_pilot = pilot if pilot is not None else max(batch, round(0.4 * n_plan))
+    # defaults chosen on the development inputs of the bench (never on its held-out ones)
+    n_plan = plan if plan is not None else max(4 * batch, min(100, n // 4))
+    n_pilot = pilot if pilot is not None else max(batch, round(0.3 * n_plan))
     n_pilot = min(n_pilot, n_plan)
     buyer.buy(n_pilot)
     p_pos = np.asarray(buyer.pos, dtype=np.int64)
