@@ -69,7 +69,7 @@ bench-stream:
 BARGAIN_ARGS ?=
 bench-bargain:
 	$(PYBIN) scripts/bench_bargain.py --out bench-out/bargain.json $(BARGAIN_ARGS)
-	$(PYBIN) scripts/bench_bargain.py --held-out --sizes 1000,1500 \
+	$(PYBIN) scripts/bench_bargain.py --held-out --sizes 1000 \
 	  --out bench-out/bargain-held-out.json $(BARGAIN_ARGS)
 
 clean:

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from speculabel.bench.bargain import head_to_head, proxy_scores, table
+from speculabel.bench.bargain import compact_table, head_to_head, proxy_scores, table
 from speculabel.bench.metrics import clean
 from speculabel.io.datasets import DataMissing
 
@@ -38,7 +38,15 @@ def main() -> int:
     ap.add_argument("--cache", type=Path, default=Path("bench-out/bargain-cache"),
                     help="folder of the cached proxy scores")
     ap.add_argument("--out", type=Path, default=Path("bench-out/bargain.json"))
+    ap.add_argument("--table-only", nargs="+", type=Path, default=None, metavar="JSON",
+                    help="print the tables of stored result files and stop")
     a = ap.parse_args()
+    if a.table_only:
+        stored = [r for f in a.table_only for r in json.loads(f.read_text())["results"]]
+        print(table(stored))
+        print()
+        print(compact_table(stored))
+        return 0
     inputs = a.inputs.split(",") if a.inputs else list(HELD_OUT if a.held_out else DEV)
     try:
         sizes = [int(x) for x in a.sizes.split(",")]
@@ -60,6 +68,8 @@ def main() -> int:
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(clean({"results": results}), indent=1))
     print(table(results))
+    print()
+    print(compact_table(results))
     return 0
 
 

@@ -91,22 +91,20 @@ def test_size_menu_and_plan() -> None:
         plan_sample_size(1000, [], [], 0.9, 0.1, [100])
 
 
-@pytest.mark.parametrize("rule", ["reuse", "pilot", "betting", "looks"])
-def test_guarantee_holds_at_the_stopping_time(rule: str) -> None:
-    """Over 100 draws the realised whole-data agreement misses the target at most delta of
-    the time (with a little room for the sampling noise of 100 draws)."""
-    n, target, delta = 800, 0.88, 0.1
+@pytest.mark.parametrize(("rule", "draws"), [("reuse", 60), ("pilot", 60), ("betting", 30),
+                                             ("looks", 100)])
+def test_guarantee_holds_at_the_stopping_time(rule: str, draws: int) -> None:
+    """Over many draws the kept items' disagreements exceed the allowance (the certified
+    quantity) at most delta of the time (plus room for the noise of a few dozen draws)."""
+    n, target, delta = 500, 0.88, 0.1
     ids, workers, ref, miss = _population(n, seed=5)
     b = allowed_misses(target, n)
     misses = 0
-    for seed in range(100):
+    for seed in range(draws):
         res = sequential_certify(ids, workers, lambda xs: [ref[i] for i in xs], target, delta,
                                  rule=rule, seed=seed)
-        bought = np.zeros(n, dtype=bool)
-        bought[[int(i[1:]) for i in res.labels]] = True
-        cut = res.certificate.cut
-        misses += int((miss[:cut] & ~bought[:cut]).sum()) > b
-    assert misses / 100 <= delta + 0.05
+        misses += int(miss[:res.certificate.cut].sum()) > b
+    assert misses / draws <= delta + 0.05
 
 
 def test_critical_values_are_the_exact_test_boundary() -> None:

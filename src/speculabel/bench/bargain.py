@@ -222,3 +222,28 @@ def table(results: Sequence[dict[str, Any]]) -> str:
                              f"{100 * v['oracle_share']:>9.1f}{v['agreement_mean']:>8.3f}"
                              f"{v['agreement_worst']:>8.3f}{v['violation_rate']:>7.2f}")
     return "\n".join(lines)
+
+
+def compact_table(results: Sequence[dict[str, Any]]) -> str:
+    """One Markdown row per input x target: oracle share of ours, BARGAIN and the hindsight
+    baselines, then violation rate and worst run of ours and BARGAIN."""
+    head = ("| input | N | T | ours % | BARGAIN % | best fixed n in hindsight % (n) | best cut in "
+            "hindsight % | violations ours / BARGAIN | worst run ours / BARGAIN |")
+    lines = [head, "|" + "---|" * 9]
+    for r in results:
+        for t, row in r["targets"].items():
+            ours = next((v for k, v in row.items() if k.startswith("ours:")), None)
+            bar, fix, cut = row.get("bargain"), row["fixed-best"], row["cut-best"]
+            if ours is None:
+                continue
+
+            def pct(v: dict[str, Any] | None) -> str:
+                return "-" if v is None else f"{100 * v['oracle_share']:.1f}"
+
+            viol = f"{ours['violation_rate']:.2f} / " + (
+                "-" if bar is None else f"{bar['violation_rate']:.2f}")
+            worst = f"{ours['agreement_worst']:.3f} / " + (
+                "-" if bar is None else f"{bar['agreement_worst']:.3f}")
+            lines.append(f"| {r['input']} | {r['items']} | {t} | {pct(ours)} | {pct(bar)} | "
+                         f"{pct(fix)} ({fix['size']}) | {pct(cut)} | {viol} | {worst} |")
+    return "\n".join(lines)
