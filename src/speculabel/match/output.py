@@ -21,14 +21,14 @@ written whole to a temporary file, fsynced and renamed into place.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from speculabel.io.runmeta import RunInfo
 from speculabel.io.tables import InputError
 
 FORMAT = 1
@@ -42,23 +42,15 @@ class MatchOutputError(InputError):
 
 
 @dataclass(frozen=True)
-class MatchRunInfo:
-    """The settings that decide matches and the input they come from."""
-
-    settings: dict[str, Any] = field(default_factory=dict)
-    input: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def fingerprint(self) -> str:
-        blob = json.dumps({"settings": self.settings, "input": self.input}, sort_keys=True,
-                          default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+class MatchRunInfo(RunInfo):
+    """The settings that decide matches and the input they come from (fingerprinted as a
+    results file's run is)."""
 
     def meta(self) -> dict[str, Any]:
         return {"speculabel": KIND, "format": FORMAT, "run": self.fingerprint,
                 "settings": self.settings, "input": self.input}
 
-    def differences(self, then: dict[str, Any]) -> list[str]:
+    def differences_from(self, then: dict[str, Any]) -> list[str]:
         out = []
         for part, now, old in (("", self.settings, then.get("settings") or {}),
                                ("input ", self.input, then.get("input") or {})):
@@ -182,7 +174,7 @@ class MatchOutput:
         if not isinstance(then, dict) or then.get("speculabel") != KIND:
             raise MatchOutputError(f"{self.meta_path} is not a match settings file; nothing "
                                    "was changed; choose another output file")
-        diff = self.run.differences(then)
+        diff = self.run.differences_from(then)
         nothing_yet = not out_used and not (self.pairs_path.exists()
                                             and self.pairs_path.stat().st_size > 0)
         if diff and nothing_yet:  # an earlier run stopped before deciding anything
