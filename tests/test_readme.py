@@ -19,11 +19,11 @@ def python_blocks() -> list[str]:
 
 
 def test_the_readme_has_python_examples() -> None:
-    assert len(python_blocks()) >= 2
+    assert len(python_blocks()) >= 3
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("index", [0, 1])
+@pytest.mark.parametrize("index", [0, 1, 2])
 def test_readme_example_runs(index: int, tmp_path: Path, qwen15_path: Path, gemma_path: Path,
                              monkeypatch: pytest.MonkeyPatch) -> None:
     from speculabel.io.datasets import shared_data_dir
