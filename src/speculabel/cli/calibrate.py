@@ -117,7 +117,9 @@ def calibrate(
                                  "of the calibration items).")
     ] = 0.1,
     policy: Annotated[
-        str, typer.Option(help="confident-majority, weighted, or auto (both, at delta/2 each).")
+        str, typer.Option(help="confident-majority, weighted, confident-margin (the winner's lead "
+                               "over the runner-up: many labels), or auto (the first two, at "
+                               "delta/2 each).")
     ] = "confident-majority",
     model_calibration: Annotated[
         str,
