@@ -26,9 +26,20 @@ def main() -> int:
     ap.add_argument("--delta", type=float, default=0.1)
     ap.add_argument("--data", default="banking77,banking77-holdout",
                     help="banking77 (77 intents) and/or banking77-holdout (38 intents)")
-    ap.add_argument("--systems", default="speculabel,tracer")
-    ap.add_argument("--threads", type=int, default=2, help="BLAS threads (the goal: 2 cores)")
+    ap.add_argument("--systems", default="speculabel,tracer",
+                    help="speculabel, speculabel-margin (the margin rule), tracer")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="BLAS threads (1: no oversubscription on a shared machine)")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None,
+                    help="only merge these result files into --out and print the table")
     args = ap.parse_args()
+    if args.merge:
+        from speculabel.bench.tracer import merge, table
+
+        result = merge([json.loads(p.read_text(encoding="utf-8")) for p in args.merge])
+        args.out.write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
+        print(table(result))
+        return 0
 
     from threadpoolctl import threadpool_limits
 

@@ -220,6 +220,7 @@ def calibrate(
             def make() -> LearningWorker:
                 inner = unwrap(w)
                 assert isinstance(inner, LearningWorker)
+                inner.check_task(the_task)  # its labels are the task's, seen in the fit or not
                 pairs = [(inner.row_of(its[i]), ref[i]) for i in fit_idx if ref[i] is not None]
                 inner.frozen = False
                 inner.fit([r for r, _ in pairs], [str(lab) for _, lab in pairs])

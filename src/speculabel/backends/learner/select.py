@@ -5,7 +5,9 @@ Why: a head for 3 labels and a few hundred examples wants a strong regulariser (
 for 77 intents wants a weak one (C about 100), and class weighting helps when classes are
 unbalanced.  :func:`choose` scores each (C, weighting) pair of a small grid by the out-of-fold
 log-loss of stratified K-fold cross-validation (the C path is warm-started, so a grid costs a few
-plain fits) and keeps the best; a time budget stops the search early (the best so far wins).
+plain fits) and keeps the best.  Its cost is bounded by the grid and ``MAX_ITER``, never by a
+clock: the choice must be the same on every run (``calibrate`` may fit the same share twice and
+ships the second fit under the first one's certificate).
 
 Nothing here touches the certify share: selection sees only the fit share, so a certificate
 computed afterwards on the certify share stays valid.
@@ -13,7 +15,6 @@ computed afterwards on the certify share stays valid.
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,8 +66,8 @@ def _fold_losses(x: np.ndarray, y: np.ndarray, cw: str | None, cs: Sequence[floa
 
 
 def choose(x: np.ndarray, y: np.ndarray, *, cs: Sequence[float] = C_GRID,
-           weightings: Sequence[str | None] = WEIGHTINGS, folds: int = 3, seed: int = 0,
-           budget_s: float = 20.0) -> Choice:
+           weightings: Sequence[str | None] = WEIGHTINGS, folds: int = 3, seed: int = 0
+           ) -> Choice:
     """The (C, class_weight) pair of the grid with the lowest out-of-fold log-loss on (x, y).
 
     Too few labels for two folds: the middle of the grid, unweighted."""
@@ -81,11 +82,8 @@ def choose(x: np.ndarray, y: np.ndarray, *, cs: Sequence[float] = C_GRID,
         warnings.simplefilter("ignore")  # rare classes in a fold; non-converged early path steps
         splits = list(StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y))
         scores: dict[str, float] = {}
-        t0 = time.perf_counter()
         best: tuple[float, float, str | None] | None = None
         for cw in weightings:
-            if best is not None and time.perf_counter() - t0 > budget_s:
-                break
             for c, loss in zip(cs, _fold_losses(x, y, cw, cs, splits), strict=True):
                 scores[f"C={c:g},class_weight={cw}"] = round(loss, 5)
                 if best is None or loss < best[0]:
