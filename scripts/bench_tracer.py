@@ -71,13 +71,22 @@ def main() -> int:
     except DataMissing as e:
         print(f"skipping the TRACER bench: {e}")
         return 0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    done = (json.loads(args.out.read_text(encoding="utf-8"))["draws"] if args.out.exists()
+            else [])  # an interrupted run continues; its finished draws are kept
+
+    def save(result: dict[str, object]) -> None:
+        tmp = args.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
+        tmp.replace(args.out)
+
     with threadpool_limits(args.threads):
         result = head_to_head(
             sets, budgets=[int(b) for b in args.budgets.split(",")],
             targets=[float(t) for t in args.targets.split(",")], seeds=args.seeds,
-            delta=args.delta, systems=systems, say=lambda m: print(m, file=sys.stderr))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
+            delta=args.delta, systems=systems, say=lambda m: print(m, file=sys.stderr),
+            done=done, save=save)
+    save(result)
     print(table(result))
     print(f"\nwrote {args.out}")
     return 0

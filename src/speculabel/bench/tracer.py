@@ -166,13 +166,30 @@ def head_to_head(
     delta: float = 0.1,
     systems: Sequence[str] = ("speculabel", "tracer"),
     say: Callable[[str], None] = print,
+    done: Sequence[Row] = (),
+    save: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Every (data set, budget, seed) draw, every system and target; per-draw rows and means."""
-    draws: list[Row] = []
+    """Every (data set, budget, seed) draw, every system and target; per-draw rows and means.
+    ``done``: rows of an earlier, interrupted run (their draws are not run again); ``save`` is
+    called with the result so far after every draw (nothing finished is lost)."""
+    draws: list[Row] = list(done)
+    finished = {(d["data"], d["budget"], d["seed"]) for d in draws}
+
+    def result() -> dict[str, Any]:
+        groups: dict[tuple[str, int, str, float], list[Row]] = {}
+        for d in draws:
+            groups.setdefault((d["data"], d["budget"], d["system"], d["target"]), []).append(d)
+        summary = [{"data": k[0], "budget": k[1], "system": k[2], "target": k[3],
+                    **summarise(v)} for k, v in groups.items()]
+        return {"delta": delta, "budgets": list(budgets), "targets": list(targets),
+                "seeds": seeds, "summary": summary, "draws": draws}
+
     for name, (train, test, task) in datasets.items():
         embedder = CachedEmbedder(train, test)
         for budget in budgets:
             for seed in range(seeds):
+                if (name, budget, seed) in finished:
+                    continue
                 idx = np.random.default_rng(seed).choice(len(train.labels), budget, replace=False)
                 if "tracer" in systems:
                     for target, row in run_tracer(train, idx, test, targets, delta).items():
@@ -192,13 +209,9 @@ def head_to_head(
                 say(f"{name} budget {budget} seed {seed}: "
                     + "; ".join(f"{d['system']} {d['target']:g} {100 * d['coverage']:.1f}%"
                                 for d in draws[-len(targets) * len(systems):]))
-    groups: dict[tuple[str, int, str, float], list[Row]] = {}
-    for d in draws:
-        groups.setdefault((d["data"], d["budget"], d["system"], d["target"]), []).append(d)
-    summary = [{"data": k[0], "budget": k[1], "system": k[2], "target": k[3], **summarise(v)}
-               for k, v in groups.items()]
-    return {"delta": delta, "budgets": list(budgets), "targets": list(targets), "seeds": seeds,
-            "summary": summary, "draws": draws}
+                if save is not None:
+                    save(result())
+    return result()
 
 
 def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
