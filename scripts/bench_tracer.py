@@ -23,6 +23,8 @@ def main() -> int:
     ap.add_argument("--budgets", default="500,1500")
     ap.add_argument("--targets", default="0.90,0.92,0.95")
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--seed-list", default=None,
+                    help="only these seeds, e.g. 5,6,7 (to split a run between processes)")
     ap.add_argument("--delta", type=float, default=0.1)
     ap.add_argument("--data", default="banking77,banking77-holdout",
                     help="banking77 (77 intents) and/or banking77-holdout (38 intents)")
@@ -83,7 +85,8 @@ def main() -> int:
     with threadpool_limits(args.threads):
         result = head_to_head(
             sets, budgets=[int(b) for b in args.budgets.split(",")],
-            targets=[float(t) for t in args.targets.split(",")], seeds=args.seeds,
+            targets=[float(t) for t in args.targets.split(",")],
+            seeds=[int(x) for x in args.seed_list.split(",")] if args.seed_list else args.seeds,
             delta=args.delta, systems=systems, say=lambda m: print(m, file=sys.stderr),
             done=done, save=save)
     save(result)

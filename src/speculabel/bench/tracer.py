@@ -162,7 +162,7 @@ def head_to_head(
     *,
     budgets: Sequence[int] = (500, 1500),
     targets: Sequence[float] = (0.90, 0.92, 0.95),
-    seeds: int = 10,
+    seeds: int | Sequence[int] = 10,
     delta: float = 0.1,
     systems: Sequence[str] = ("speculabel", "tracer"),
     say: Callable[[str], None] = print,
@@ -176,18 +176,14 @@ def head_to_head(
     finished = {(d["data"], d["budget"], d["seed"]) for d in draws}
 
     def result() -> dict[str, Any]:
-        groups: dict[tuple[str, int, str, float], list[Row]] = {}
-        for d in draws:
-            groups.setdefault((d["data"], d["budget"], d["system"], d["target"]), []).append(d)
-        summary = [{"data": k[0], "budget": k[1], "system": k[2], "target": k[3],
-                    **summarise(v)} for k, v in groups.items()]
         return {"delta": delta, "budgets": list(budgets), "targets": list(targets),
-                "seeds": seeds, "summary": summary, "draws": draws}
+                "seeds": seeds if isinstance(seeds, int) else list(seeds),
+                "summary": summary_of(draws), "draws": draws}
 
     for name, (train, test, task) in datasets.items():
         embedder = CachedEmbedder(train, test)
         for budget in budgets:
-            for seed in range(seeds):
+            for seed in (range(seeds) if isinstance(seeds, int) else seeds):
                 if (name, budget, seed) in finished:
                     continue
                 idx = np.random.default_rng(seed).choice(len(train.labels), budget, replace=False)
@@ -214,12 +210,25 @@ def head_to_head(
     return result()
 
 
+def summary_of(draws: list[Row]) -> list[Row]:
+    """One summary row per (data set, budget, system, target)."""
+    groups: dict[tuple[str, int, str, float], list[Row]] = {}
+    for d in draws:
+        groups.setdefault((d["data"], d["budget"], d["system"], d["target"]), []).append(d)
+    return [{"data": k[0], "budget": k[1], "system": k[2], "target": k[3], **summarise(v)}
+            for k, v in groups.items()]
+
+
 def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Several result files (e.g. one per data set, run in parallel) as one."""
-    out = dict(results[0])
-    out["summary"] = [s for r in results for s in r["summary"]]
-    out["draws"] = [d for r in results for d in r["draws"]]
-    return out
+    """Several result files (e.g. one per data set or per seed range, run in parallel) as one;
+    a draw present twice counts once."""
+    seen: dict[tuple[Any, ...], Row] = {}
+    for r in results:
+        for d in r["draws"]:
+            seen.setdefault((d["data"], d["budget"], d["seed"], d["system"], d["target"]), d)
+    draws = list(seen.values())
+    return {**results[0], "seeds": sorted({d["seed"] for d in draws}),
+            "summary": summary_of(draws), "draws": draws}
 
 
 def table(result: dict[str, Any]) -> str:
