@@ -97,6 +97,18 @@ def test_labels_from_column(tmp_path: Path) -> None:
         labels_from(str(f), "label")
 
 
+def test_task_with_column_labels_is_written_beside_the_config(tmp_path: Path) -> None:
+    from speculabel.cli.labelset import same_task, write_task
+
+    base = tmp_path / "route.toml"
+    base.write_text('name = "route"\ninstructions = "Route it."\nfields = ["text"]\n')
+    task = load_task(str(base), ["a_y", "b_x"])
+    assert not same_task(str(base), task)  # the file alone has no labels: write them out
+    path = write_task(task, tmp_path / "cascade.toml")
+    assert path.endswith("cascade.task.toml") and load_task(path) == task
+    assert same_task(path, task)
+
+
 # ----------------------------------------------------------------------------- the learner's fit
 
 
