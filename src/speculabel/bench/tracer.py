@@ -16,7 +16,8 @@ For each budget (labelled items drawn at random from Banking77's train split) an
 
 Measured on the test split: coverage (share decided by the cheap model), covered agreement
 (with the teacher among those), whole-data agreement (teacher-decided items agree), violation
-(covered agreement below the target), refusal (nothing certified), fit time (speculabel: the
+(covered agreement on the test split below the target: the test split is itself a sample, so
+this also counts its own sampling noise), refusal (nothing certified), fit time (speculabel: the
 draw's first ``calibrate`` call, which fits every head: cross-validation and three fit shares,
 then certifies; the other targets reuse those deterministic fits; TRACER: one
 ``fit_frontier`` for all targets at once).  ``speculabel-margin``: the same heads gated by the
