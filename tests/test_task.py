@@ -29,7 +29,7 @@ label = "high"
 
 
 def test_builtins() -> None:
-    assert set(BUILTIN_TASKS) == {"sentiment", "similar-ticket"}
+    assert set(BUILTIN_TASKS) == {"sentiment", "similar-ticket", "banking77-intent"}
     assert SENTIMENT.label_names == ["negative", "neutral", "positive"]
     assert SIMILAR_TICKET.fields == ("text_a", "text_b")
     msgs = SIMILAR_TICKET.chat_messages({"text_a": "A", "text_b": "B"})

@@ -65,6 +65,11 @@ class Certificate:
         return res.promise() if res.feasible else res.message()
 
     @property
+    def notes(self) -> list[str]:
+        """What else to know: the fit share chosen, labels a learner never saw."""
+        return list(self.calibration.notes)
+
+    @property
     def judge_call_rate(self) -> float | None:
         res = self.calibration.plan.result
         return res.judge_call_rate if res.feasible else None
@@ -126,7 +131,7 @@ def calibrate(
     target: float = 0.85,
     delta: float = 0.1,
     policy: str | None = None,
-    fit_fraction: float | None = None,
+    fit_fraction: float | str | Sequence[float] | None = None,
     method: str = "fixed-sequence",
     seed: int = 0,
 ) -> Certificate:
@@ -138,14 +143,17 @@ def calibrate(
     ``workers`` (agreement with the references on the workers' share >= ``target``) or
     ``non-inferior`` (gold accuracy of the cascade >= the judge's - ``target``: ``references``
     are gold, and the judge's labels come from ``judge_labels`` or ``judge``).  Learning workers
-    are fitted on a ``fit_fraction`` share (default 0.3 when one learns) and certified on the
-    rest, with probability at least 1 - ``delta`` over the draw of the items.
+    are fitted on a ``fit_fraction`` share and certified on the rest, with probability at least
+    1 - ``delta`` over the draw of the items; ``fit_fraction="auto"`` (the default when a worker
+    learns) tries the shares of :data:`speculabel.certify.fitsplit.CANDIDATES` at ``delta / m``
+    each and keeps the best (see :mod:`speculabel.certify.fitsplit`).
     """
     from speculabel.backends.base import unwrap
     from speculabel.backends.learner.base import LearningWorker
     from speculabel.backends.registry import load_backend
     from speculabel.cascade.surface import as_items
-    from speculabel.certify.workflow import fit_and_certify, split
+    from speculabel.certify.fitsplit import certify_best_split, fractions_of
+    from speculabel.certify.workflow import fit_and_certify
     from speculabel.tasks import load_task
 
     the_task = load_task(task) if isinstance(task, str) else task
@@ -197,26 +205,34 @@ def calibrate(
     learners = {w.spec: w for w in models if isinstance(unwrap(w), LearningWorker)}
     rule = policy or "confident-majority"
     fits = bool(learners) or rule in ("weighted", "auto")
-    frac = fit_fraction if fit_fraction is not None else (0.3 if fits else 0.0)
-    if not 0.0 <= frac < 1.0 or (learners and frac == 0.0):
+    try:
+        fracs = fractions_of("auto" if fit_fraction is None and learners else fit_fraction,
+                             0.3 if fits else 0.0)
+    except ValueError as e:
+        raise CalibrationError(str(e)) from None
+    if learners and 0.0 in fracs:
         raise CalibrationError(f"fit_fraction must be in (0, 1) when a worker learns, in [0, 1) "
-                               f"otherwise; got {frac:g}")
-    fit_idx, cert_idx = split(n, frac, seed)
+                               f"otherwise; got {fit_fraction}")
     got = {w.spec: w.score(the_task, its) for w in models if w.spec not in learners}
 
-    def fitter(w: Backend) -> Any:
-        def make() -> LearningWorker:
-            inner = unwrap(w)
-            assert isinstance(inner, LearningWorker)
-            pairs = [(inner.row_of(its[i]), ref[i]) for i in fit_idx if ref[i] is not None]
-            inner.fit([r for r, _ in pairs], [str(lab) for _, lab in pairs])
-            inner.frozen = True
-            return inner
-        return make
+    def run(fit_idx: list[int], cert_idx: list[int], level: float) -> Calibration:
+        def fitter(w: Backend) -> Any:
+            def make() -> LearningWorker:
+                inner = unwrap(w)
+                assert isinstance(inner, LearningWorker)
+                inner.check_task(the_task)  # its labels are the task's, seen in the fit or not
+                pairs = [(inner.row_of(its[i]), ref[i]) for i in fit_idx if ref[i] is not None]
+                inner.frozen = False
+                inner.fit([r for r, _ in pairs], [str(lab) for _, lab in pairs])
+                inner.frozen = True
+                return inner
+            return make
 
-    cal = fit_and_certify(
-        the_task, its, [w.spec for w in models], got,
-        {spec: fitter(w) for spec, w in learners.items()}, ref, gold, jl, fit_idx, cert_idx,
-        target=target, delta=delta, scope=scope, reference=reference,  # type: ignore[arg-type]
-        policy=rule, method=method, seed=seed)
+        return fit_and_certify(
+            the_task, its, [w.spec for w in models], dict(got),
+            {spec: fitter(w) for spec, w in learners.items()}, ref, gold, jl, fit_idx, cert_idx,
+            target=target, delta=level, scope=scope, reference=reference,  # type: ignore[arg-type]
+            policy=rule, method=method, seed=seed)
+
+    cal = certify_best_split(n, fracs, seed, delta, run)
     return Certificate(the_task, models, cal, scope, target, delta, reference)

@@ -152,7 +152,8 @@ def plan_cascade(
     if model_calibration not in MODEL_CALIBRATIONS:
         raise ValueError(f"unknown model calibration {model_calibration!r}")
     if policy not in (*THRESHOLD_RULES, "auto"):
-        raise ValueError(f"unknown policy {policy!r}; choose confident-majority, weighted or auto")
+        raise ValueError(f"unknown policy {policy!r}; choose {', '.join(THRESHOLD_RULES)} or "
+                         "auto")
     if scope == "non-inferior" and data.judge is None:
         raise ValueError("the non-inferiority scope needs the judge's labels beside gold")
     data = data.with_reference()
@@ -176,7 +177,7 @@ def plan_cascade(
         fit_part, policy, offsets=offsets, model_calibration=model_calibration, seed=seed
     )
 
-    candidates = list(THRESHOLD_RULES) if policy == "auto" else [policy]
+    candidates = ["confident-majority", "weighted"] if policy == "auto" else [policy]
     level = delta / len(candidates)
     results: dict[str, CalibrationResult] = {}
     for name in candidates:

@@ -44,6 +44,10 @@ def make_calibrated_policy(
         return ConfidentMajority(threshold)
     if name == "weighted":
         return WeightedVote(dict(weights or {}), threshold)
+    if name == "confident-margin":
+        from speculabel.policy.margin import ConfidentMargin
+
+        return ConfidentMargin(threshold)
     raise ValueError(f"policy {name!r} has no threshold to calibrate; use one of "
                      f"{', '.join(THRESHOLD_RULES)}")
 

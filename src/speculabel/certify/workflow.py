@@ -16,17 +16,17 @@
 
 from __future__ import annotations
 
-import random
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from speculabel.backends.learner.base import LearningWorker
-from speculabel.certify.plan import CascadePlan, plan_cascade
+from speculabel.certify.fitsplit import certify_best_split, fractions_of, split
+from speculabel.certify.outcome import Calibration
+from speculabel.certify.plan import plan_cascade
 from speculabel.certify.scope import Scope
 from speculabel.certify.scores import CalibrationData
 from speculabel.records import Item, Vote
@@ -34,19 +34,6 @@ from speculabel.tasks import Task
 
 LEARNING_KINDS = ("learner", "similarity")
 Progress = Callable[[str, int, int], None]
-
-
-@dataclass
-class Calibration:
-    """What the workflow found: the plan, the split, where the fitted workers live."""
-
-    plan: CascadePlan
-    n_fit: int
-    n_certify: int
-    reference: str  # "judge" or "gold"
-    fitted: dict[str, Path] = field(default_factory=dict)  # worker spec -> its folder
-    judge_accuracy: float | None = None  # on gold, over the certify share (when both exist)
-    data: CalibrationData | None = None  # the certify share, for the caller's summaries
 
 
 def learning(spec: str) -> bool:
@@ -60,12 +47,7 @@ def learning(spec: str) -> bool:
         return False
 
 
-def split(n: int, fit_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Fit and certify indices: a seeded random share ``fit_fraction`` of ``range(n)``."""
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    n_fit = round(fit_fraction * n)
-    return sorted(order[:n_fit]), sorted(order[n_fit:])
+__all__ = ["Calibration", "calibrate", "fit_and_certify", "learning", "split"]
 
 
 def fit_learner(
@@ -149,7 +131,7 @@ def calibrate(
     policy: str = "confident-majority",
     model_calibration: str = "none",
     offsets: Mapping[str, Mapping[str, float]] | None = None,
-    fit_fraction: float | None = None,
+    fit_fraction: float | str | Sequence[float] | None = None,
     method: str = "fixed-sequence",
     seed: int = 0,
     backend_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -168,13 +150,14 @@ def calibrate(
                          "reference is the judge; with gold labels use --non-inferior EPS")
     learners = [w for w in workers if learning(w)]
     fits = bool(learners) or model_calibration != "none" or policy in ("weighted", "auto")
-    if fit_fraction is None:
-        fit_fraction = 0.3 if fits else 0.0
-    if not 0.0 <= fit_fraction < 1.0:
-        raise ValueError(f"--fit-fraction must be in [0, 1), got {fit_fraction}")
-    if learners and fit_fraction == 0.0:
+    if fit_fraction is None and learners:
+        fit_fraction = "auto"
+    try:
+        fractions = fractions_of(fit_fraction, 0.3 if fits else 0.0)
+    except ValueError as e:
+        raise ValueError(f"--fit-fraction: {e}") from None
+    if learners and 0.0 in fractions:
         raise ValueError(f"{', '.join(learners)} must be fitted: give --fit-fraction > 0")
-    fit_idx, cert_idx = split(len(items), fit_fraction, seed)
 
     needs_judge = reference == "judge" or scope == "non-inferior"
     fixed = [w for w in workers if not learning(w)] + ([judge] if needs_judge else [])
@@ -189,22 +172,24 @@ def calibrate(
         assert gold is not None
         ref = [g if g in task.label_names else None for g in gold]
 
-    fitted: dict[str, Path] = {}
-    fitters: dict[str, Callable[[], LearningWorker]] = {}
-    for spec in learners:
-        folder = fitted_dir / spec.partition("@")[0].replace(":", "-")
-        fitted[spec] = folder
+    fitted = {spec: fitted_dir / spec.partition("@")[0].replace(":", "-") for spec in learners}
 
-        def fitter(spec: str = spec, folder: Path = folder) -> LearningWorker:
-            return fit_learner(spec, task, [items[i] for i in fit_idx], [ref[i] for i in fit_idx],
-                               folder, (backend_options or {}).get(spec))
+    def run(fit_idx: list[int], cert_idx: list[int], level: float) -> Calibration:
+        fitters: dict[str, Callable[[], LearningWorker]] = {}
+        for spec in learners:
+            def fitter(spec: str = spec) -> LearningWorker:
+                return fit_learner(spec, task, [items[i] for i in fit_idx],
+                                   [ref[i] for i in fit_idx], fitted[spec],
+                                   (backend_options or {}).get(spec))
 
-        fitters[spec] = fitter
-    return fit_and_certify(
-        task, items, list(workers), got, fitters, ref, gold, judge_labels, fit_idx, cert_idx,
-        target=target, delta=delta, scope=scope, reference=reference, policy=policy,
-        model_calibration=model_calibration, offsets=offsets, method=method, seed=seed,
-        fitted=fitted, progress=progress, close_learners=True)
+            fitters[spec] = fitter
+        return fit_and_certify(
+            task, items, list(workers), dict(got), fitters, ref, gold, judge_labels, fit_idx,
+            cert_idx, target=target, delta=level, scope=scope, reference=reference,
+            policy=policy, model_calibration=model_calibration, offsets=offsets, method=method,
+            seed=seed, fitted=fitted, progress=progress, close_learners=True)
+
+    return certify_best_split(len(items), fractions, seed, delta, run)
 
 
 def fit_and_certify(
@@ -235,16 +220,29 @@ def fit_and_certify(
     """The core shared by the CLI and the Python :func:`speculabel.calibrate`: each learning
     worker is fitted on the fit share (``fitters[spec]()``), scored out-of-fold there and frozen
     on the certify share; then the rule is planned and its threshold certified on the certify
-    share.  ``got`` holds every other worker's votes (and is completed with the learners')."""
+    share.  ``got`` holds every other worker's votes (and is completed with the learners').
+
+    The learners' votes on the fit share are needed (and computed, out-of-fold) only when
+    something is fitted on them: per-model calibration, or reliability weights."""
+    notes: list[str] = []
+    fit_votes = model_calibration != "none" or policy in ("weighted", "auto")
     for spec, make in fitters.items():
         worker = make()
         try:
             votes: list[Vote] = [Vote.abstain(spec, "unscored")] * len(items)
-            oof = out_of_fold_votes(worker, task, [items[i] for i in fit_idx],
-                                    [ref[i] for i in fit_idx], seed)
+            unseen = worker.unseen_labels()
+            if unseen:
+                notes.append(
+                    f"{spec} had no fit example of {len(unseen)} of {len(task.label_names)} "
+                    f"labels ({', '.join(unseen[:5])}{', ...' if len(unseen) > 5 else ''}): it "
+                    "never predicts them; their items count as its disagreements in the "
+                    "certificate, and only a low score sends them to the judge")
+            if fit_votes:
+                oof = out_of_fold_votes(worker, task, [items[i] for i in fit_idx],
+                                        [ref[i] for i in fit_idx], seed)
+                for i, v in zip(fit_idx, oof, strict=True):
+                    votes[i] = v
             cert = worker.score(task, [items[i] for i in cert_idx])
-            for i, v in zip(fit_idx, oof, strict=True):
-                votes[i] = v
             for i, v in zip(cert_idx, cert, strict=True):
                 votes[i] = v
             got[spec] = votes
@@ -270,5 +268,6 @@ def fit_and_certify(
     if gold is not None and judge_labels is not None:
         pairs = [(judge_labels[i], gold[i]) for i in cert_idx if gold[i] is not None]
         judge_acc = sum(j == g for j, g in pairs) / len(pairs) if pairs else None
+    n = len(fit_idx) + len(cert_idx)
     return Calibration(plan, len(fit_idx), len(cert_idx), reference, dict(fitted or {}),
-                       judge_acc, cert_part)
+                       judge_acc, cert_part, notes, len(fit_idx) / n if n else None)

@@ -107,6 +107,12 @@ def calibrate(
     gold_column: Annotated[
         str | None, typer.Option(help="Column with gold labels (tables; data sets have them).")
     ] = None,
+    labels_from_column: Annotated[
+        str | None,
+        typer.Option(help="The task's labels are the distinct values of this column of INPUT "
+                          "(e.g. 77 intents); the task with these labels is written beside "
+                          "the config (STEM.task.toml) for classify."),
+    ] = None,
     target: Annotated[
         float, typer.Option(help="Agreement to certify, between 0 and 1 (see --scope).")
     ] = 0.9,
@@ -115,7 +121,9 @@ def calibrate(
                                  "of the calibration items).")
     ] = 0.1,
     policy: Annotated[
-        str, typer.Option(help="confident-majority, weighted, or auto (both, at delta/2 each).")
+        str, typer.Option(help="confident-majority, weighted, confident-margin (the winner's lead "
+                               "over the runner-up: many labels), or auto (the first two, at "
+                               "delta/2 each).")
     ] = "confident-majority",
     model_calibration: Annotated[
         str,
@@ -123,10 +131,12 @@ def calibrate(
                      "temperature, both."),
     ] = "none",
     fit_fraction: Annotated[
-        float | None,
-        typer.Option(help="Share of items for fitting learning workers, weights and temperatures "
-                     "[default: 0.3 when anything is fitted, else 0]; the threshold is certified "
-                     "on the rest."),
+        str | None,
+        typer.Option(help="Share of items for fitting learning workers, weights and temperatures, "
+                     "or auto (0.3, 0.5 and 0.7 tried at delta/3 each, the best certified "
+                     "coverage kept) [default: auto when a worker learns; 0.3 when only weights "
+                     "or temperatures are fitted; else 0]; the threshold is certified on the "
+                     "rest."),
     ] = None,
     method: Annotated[
         str, typer.Option(help="fixed-sequence, fallback or bonferroni.")
@@ -162,6 +172,7 @@ def calibrate(
     from speculabel.cascade.config import ConfigError, default_workers, make_config
     from speculabel.certify.scope import SCOPES
     from speculabel.certify.threshold import METHODS
+    from speculabel.cli.labelset import labels_from
     from speculabel.io.tables import InputError, parse_delimiter
     from speculabel.tasks import TaskError, load_task
 
@@ -186,8 +197,20 @@ def calibrate(
         raise fail(f"--delta must be between 0 and 1, both excluded, got {delta:g}")
     if method not in METHODS:
         raise fail(f"--method must be one of {', '.join(METHODS)}")
+    share: float | str | None = fit_fraction
+    if fit_fraction is not None and fit_fraction != "auto":
+        try:
+            share = float(fit_fraction)
+        except ValueError:
+            raise fail(f"--fit-fraction must be a number in [0, 1) or auto, got "
+                       f"{fit_fraction!r}") from None
     try:
-        the_task = load_task(task)
+        names = labels_from(input, labels_from_column) if labels_from_column else None
+        the_task = load_task(task, names)
+        if names is not None and sorted(the_task.label_names) != names:
+            from speculabel.tasks import with_labels
+
+            the_task = with_labels(the_task, names)
         columns = column_map(the_task, text_column, text_a_column, text_b_column)
         probe = make_config({"task": task, "workers": worker_specs, "judge": judge_spec,
                              "policy": "confident-majority", "threshold": 0.0})
@@ -215,7 +238,7 @@ def calibrate(
     try:
         _certify_and_write(
             input, output, the_task, task, items, gold, worker_specs, judge_spec, the_scope, goal,
-            reference, delta, policy, model_calibration, fit_fraction, method, votes, early_exit,
+            reference, delta, policy, model_calibration, share, method, votes, early_exit,
             report, seed, quiet,
         )
     finally:
@@ -226,7 +249,7 @@ def _certify_and_write(
     input: str, output: Path, the_task: Any, task: str, items: list[Any],
     gold: list[str | None] | None, worker_specs: list[str], judge_spec: str, scope: Any,
     goal: float, reference: str, delta: float, policy: str, model_calibration: str,
-    fit_fraction: float | None, method: str, votes: Path | None, early_exit: bool,
+    fit_fraction: float | str | None, method: str, votes: Path | None, early_exit: bool,
     report: Path | None, seed: int, quiet: bool,
 ) -> None:
     import os
@@ -235,8 +258,10 @@ def _certify_and_write(
     from speculabel.backends.base import BackendError
     from speculabel.cascade.config import save_config
     from speculabel.certify.workflow import calibrate as run
+    from speculabel.cli.labelset import same_task, write_task
     from speculabel.io.paths import votes_path
     from speculabel.io.votes import VoteStore, VoteStoreError
+    from speculabel.tasks import BUILTIN_TASKS
 
     store_path = votes_path(votes)
     echo_note(f"{len(items)} calibration items; votes from {store_path}", quiet)
@@ -267,13 +292,15 @@ def _certify_and_write(
     ref_name = f"judge {judge_spec}" if reference == "judge" else "gold labels"
     _warn_one_class(cal, ref_name)
     _print_plan(plan, ref_name, cal.n_certify + cal.n_fit)
+    for note in cal.notes:
+        echo_note(note, quiet)
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         evidence = {
             "input": input, "task": the_task.name, "workers": worker_specs, "judge": judge_spec,
             "reference": ref_name, "scope": scope, "target": goal, "delta": delta,
             "method": method, "offsets": offsets, "n_fit": cal.n_fit, "n_certify": cal.n_certify,
-            "judge_accuracy": cal.judge_accuracy, "plan": plan.to_json(),
+            "judge_accuracy": cal.judge_accuracy, "notes": cal.notes, "plan": plan.to_json(),
         }
         report.write_text(json.dumps(evidence, indent=2, default=str), encoding="utf-8")
         echo_note(f"evidence: {report}", quiet)
@@ -289,6 +316,8 @@ def _certify_and_write(
     if cal.fitted:
         shutil.rmtree(fitted, ignore_errors=True)
         staging.replace(fitted)
+    if the_task != BUILTIN_TASKS.get(task) and not same_task(task, the_task):
+        task = write_task(the_task, output)  # labels from a column: classify needs them
     models = {spec: {"directory": str((fitted / folder.name).resolve()), "frozen": True}
               for spec, folder in cal.fitted.items()}
     cfg = plan.to_config(task=task_for_config(task), workers=worker_specs, judge=judge_spec, early_exit=early_exit,

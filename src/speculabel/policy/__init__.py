@@ -9,6 +9,7 @@ registry, :data:`POLICIES`.  Conventions shared by every rule: :mod:`speculabel.
 | ``unanimous`` | every worker answered and all agree |
 | ``confident-majority`` | a majority whose mean probability is at least the threshold |
 | ``weighted`` | the reliability-weighted mass of the best label is at least the threshold |
+| ``confident-margin`` | a majority whose mean margin (winner minus runner-up) is at least the threshold |
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from typing import Literal, get_args
 from speculabel.policy.base import Decision, Policy, PolicyError
 from speculabel.policy.confident import ConfidentMajority
 from speculabel.policy.majority import Majority
+from speculabel.policy.margin import ConfidentMargin
 from speculabel.policy.unanimous import Unanimous
 from speculabel.policy.weighted import WeightedVote
 
-RuleName = Literal["majority", "unanimous", "confident-majority", "weighted"]
+RuleName = Literal["majority", "unanimous", "confident-majority", "weighted", "confident-margin"]
 #: the registry: rule name -> class
 POLICIES: dict[str, type[Policy]] = {
-    cls.name: cls for cls in (Majority, Unanimous, ConfidentMajority, WeightedVote)
+    cls.name: cls for cls in (Majority, Unanimous, ConfidentMajority, WeightedVote,
+                              ConfidentMargin)
 }
 assert set(POLICIES) == set(get_args(RuleName))
 #: the rules that take a threshold (and that ``calibrate`` can certify)
@@ -63,6 +66,8 @@ def make_policy(
     assert threshold is not None
     if name == "confident-majority":
         return ConfidentMajority(threshold, min_answered)
+    if name == "confident-margin":
+        return ConfidentMargin(threshold, min_answered)
     return WeightedVote(weights, threshold, min_answered)
 
 
@@ -76,6 +81,7 @@ __all__ = [
     "POLICIES",
     "THRESHOLD_RULES",
     "ConfidentMajority",
+    "ConfidentMargin",
     "Decision",
     "Majority",
     "Policy",

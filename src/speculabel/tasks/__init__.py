@@ -1,7 +1,7 @@
 """Tasks: a label set, input fields, a prompt and few-shot examples (built in, or from TOML)."""
 
 from speculabel.tasks.builtin import BUILTIN_TASKS, SENTIMENT, SIMILAR_TICKET
-from speculabel.tasks.load import load_task, task_from_dict, task_from_toml
+from speculabel.tasks.load import load_task, task_from_dict, task_from_toml, with_labels
 from speculabel.tasks.task import Example, Label, Task, TaskError
 
 __all__ = [
@@ -15,4 +15,5 @@ __all__ = [
     "load_task",
     "task_from_dict",
     "task_from_toml",
+    "with_labels",
 ]

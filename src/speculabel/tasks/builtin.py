@@ -60,4 +60,10 @@ SIMILAR_TICKET = Task(
     ),
 )
 
-BUILTIN_TASKS: dict[str, Task] = {t.name: t for t in (SENTIMENT, SIMILAR_TICKET)}
+def _intent_task() -> Task:
+    from speculabel.tasks.intents import BANKING77_INTENT
+
+    return BANKING77_INTENT
+
+
+BUILTIN_TASKS: dict[str, Task] = {t.name: t for t in (SENTIMENT, SIMILAR_TICKET, _intent_task())}

@@ -6,7 +6,11 @@ Why: labels are free training data.  Every item the cascade escalates comes back
 judge's label; ``calibrate`` can fit it on a share of its calibration items (judge or gold
 labels).  It embeds the item with all-MiniLM-L6-v2 (about 5 ms a text on a CPU, 1/200 of a judge
 call) and fits a logistic-regression head, so it costs almost nothing per item.  It votes from
-``min_per_class`` labels of every class (8 by default: few labels, a strongly regularised head).
+``min_per_class`` labels of every class (8 by default), or at once after an explicit :meth:`fit`.
+
+Its regularisation ``C`` and class weighting are chosen by cross-validation on the labels it is
+fitted on (``C="auto"``, ``class_weight="auto"``, the defaults; see :mod:`.select`): a 3-label
+task with a few hundred labels and a 77-intent task want very different heads.
 
 Pair tasks (two fields): each text is embedded on its own and the features are
 ``[a + b, |a - b|, a * b]`` (symmetric in the two texts), ``pair_mode="sym"``; ``"sep"`` embeds
@@ -40,15 +44,22 @@ class LearnerBackend(LearningWorker):
         spec: str = "learner:minilm",
         *,
         pair_mode: str = "sym",
-        C: float = 1.0,
-        class_weight: str | None = None,
+        C: float | str = "auto",
+        class_weight: str | None = "auto",
         **kw: Any,
     ) -> None:
         if pair_mode not in PAIR_MODES:
             raise BackendError(f"{spec}: pair_mode must be one of {PAIR_MODES}, got {pair_mode!r}")
+        if C != "auto" and (isinstance(C, str) or not float(C) > 0):
+            raise BackendError(f"{spec}: C must be a positive number or \"auto\", got {C!r}")
+        if class_weight not in (None, "balanced", "auto"):
+            raise BackendError(f"{spec}: class_weight must be none, \"balanced\" or \"auto\", "
+                               f"got {class_weight!r}")
         self.pair_mode = pair_mode
-        self.C = float(C)
+        self.C: float | str = C if C == "auto" else float(C)
         self.class_weight = class_weight
+        #: what cross-validation chose at the last fit (None until then, or when nothing is auto)
+        self.choice: Any = None
         super().__init__(spec, **kw)
 
     def settings(self) -> dict[str, Any]:
@@ -67,10 +78,29 @@ class LearnerBackend(LearningWorker):
             return self.embed([r[0] for r in rows])
         return self.embed([" [SEP] ".join(r) for r in rows])
 
+    def _settings_now(self) -> tuple[float, str | None]:
+        """C and class weighting of the next head: fixed ones, else the last chosen, else the
+        middle of the grid."""
+        c = self.choice.C if self.choice is not None else 3.0
+        cw = self.choice.class_weight if self.choice is not None else None
+        return (c if self.C == "auto" else float(self.C),
+                cw if self.class_weight == "auto" else self.class_weight)
+
     def new_head(self) -> Any:
         from sklearn.linear_model import LogisticRegression
 
-        return LogisticRegression(C=self.C, max_iter=2000, class_weight=self.class_weight)
+        c, cw = self._settings_now()
+        return LogisticRegression(C=c, max_iter=2000, class_weight=cw)
+
+    def fit_model(self, x: np.ndarray, y: np.ndarray) -> Any:
+        """Choose what is ``"auto"`` by cross-validation on (x, y), then fit on all of it."""
+        if self.C == "auto" or self.class_weight == "auto":
+            from speculabel.backends.learner.select import C_GRID, WEIGHTINGS, choose
+
+            cs = C_GRID if self.C == "auto" else (float(self.C),)
+            ws = WEIGHTINGS if self.class_weight == "auto" else (self.class_weight,)
+            self.choice = choose(x, y, cs=cs, weightings=ws)
+        return self.new_head().fit(x, y)
 
 
 def from_spec(spec: str, **options: Any) -> LearningWorker:

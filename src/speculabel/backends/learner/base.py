@@ -99,6 +99,7 @@ class LearningWorker(Backend):
         self._trained_digest = ""
         self._since_train = 0
         self.retrains = 0
+        self._explicit = False  # fitted by fit(): votes whatever the class counts
         if self._dir is not None:
             self._load()
 
@@ -130,6 +131,10 @@ class LearningWorker(Backend):
     def new_head(self) -> Any:
         """An unfitted scikit-learn classifier with ``predict_proba``."""
 
+    def fit_model(self, x: np.ndarray, y: np.ndarray) -> Any:
+        """A head fitted on ``(x, y)`` (subclasses may choose its settings from the data)."""
+        return self.new_head().fit(x, y)
+
     def settings(self) -> dict[str, Any]:
         """What must match for a saved state to be loaded (embedder, feature settings)."""
         return {"embedder": self.embedder_name}
@@ -154,10 +159,14 @@ class LearningWorker(Backend):
         return {lab: counts.get(lab, 0) for lab in names}
 
     def ready(self) -> bool:
-        """A fitted head, and enough labels of every class."""
+        """A fitted head, and enough labels of every class (or a head fitted by :meth:`fit`)."""
         counts = self.class_counts()
-        return (self._model is not None and len(counts) >= 2
-                and all(c >= self.min_per_class for c in counts.values()))
+        return self._model is not None and (self._explicit or (
+            len(counts) >= 2 and all(c >= self.min_per_class for c in counts.values())))
+
+    def unseen_labels(self) -> list[str]:
+        """Labels with no training example: the head gives them probability 0, never votes them."""
+        return [lab for lab, c in self.class_counts().items() if c == 0]
 
     def waiting_reason(self) -> str:
         counts = ", ".join(f"{k} {v}" for k, v in self.class_counts().items()) or "none"
@@ -204,6 +213,7 @@ class LearningWorker(Backend):
                 self._add(self._as_row(t), str(y))
             if self.labels is None:
                 self.labels = sorted(set(self._y))
+            self._explicit = True
             self._train()
             self._save(rewrite=True)
         return self
@@ -286,8 +296,7 @@ class LearningWorker(Backend):
         if len(set(self._y)) < 2:
             raise BackendError(f"{self.spec}: needs labels of at least two classes to train")
         with self._lock:
-            model = self.new_head()
-            model.fit(self.features(self._x_texts), np.array(self._y))
+            model = self.fit_model(self.features(self._x_texts), np.array(self._y))
             digest = hashlib.sha256()
             for row, y in zip(self._x_texts, self._y, strict=True):
                 digest.update(row_key(row).encode())
@@ -378,6 +387,7 @@ class LearningWorker(Backend):
             "trained_on": self._trained_on,
             "trained_digest": self._trained_digest,
             "class_counts": self.class_counts(),
+            "explicit": self._explicit,
         }
 
     def _save(self, rewrite: bool = False) -> None:
@@ -403,6 +413,7 @@ class LearningWorker(Backend):
                 raise BackendError(f"{self.directory}: this worker was built with {key} "
                                    f"{meta.get(key)!r}, not {want!r}")
         self.labels = meta.get("labels") or self.labels
+        self._explicit = bool(meta.get("explicit", False))
         self.fields = tuple(meta["fields"]) if meta.get("fields") else None
         for row in self._dir.read_examples():
             self._add(tuple(row["fields"]), str(row["label"]))

@@ -1,0 +1,92 @@
+"""How much of the calibration items to fit on, chosen by the data with the guarantee kept.
+
+A learning worker fitted on more items is better, but leaves fewer items to certify its
+threshold on; which share is best depends on the task (3 labels: a few hundred fit items
+suffice; 77 intents: most of the budget).  So ``fit_fraction="auto"`` tries a few candidate
+shares fixed in advance (:data:`CANDIDATES`), each with its own seeded random split: the worker
+is fitted on that candidate's fit share and its threshold certified on the rest at level
+``delta / m`` (``m`` candidates).  The one with the largest certified coverage wins, and its
+worker (fitted again on the same items: fitting is deterministic) is the one that runs.
+
+What is certified: by the union bound, with probability at least ``1 - delta`` over the draw
+of the calibration items and the splits, *every* candidate's statement holds for the worker
+fitted on that candidate's fit share; so the chosen one holds too, whichever is chosen, and it
+is about exactly the worker that is shipped.  The price is the smaller level ``delta / m`` for
+each test.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from speculabel.certify.outcome import Calibration
+
+#: candidate fit shares of ``fit_fraction="auto"``, fixed before any data is seen
+CANDIDATES: tuple[float, ...] = (0.3, 0.5, 0.7)
+
+RunFn = Callable[[list[int], list[int], float], "Calibration"]
+
+
+def split(n: int, fit_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Fit and certify indices: a seeded random share ``fit_fraction`` of ``range(n)``."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    n_fit = round(fit_fraction * n)
+    return sorted(order[:n_fit]), sorted(order[n_fit:])
+
+
+def fractions_of(fit_fraction: float | str | Sequence[float] | None, default: float
+                 ) -> list[float]:
+    """The candidate shares: ``"auto"`` -> :data:`CANDIDATES`; a number -> just it; a list ->
+    those; None -> ``[default]``.  ``ValueError`` for a share outside (0, 1)."""
+    if fit_fraction is None:
+        return [default]
+    if isinstance(fit_fraction, str):
+        if fit_fraction != "auto":
+            raise ValueError(f"fit fraction must be a number in [0, 1) or \"auto\", got "
+                             f"{fit_fraction!r}")
+        return list(CANDIDATES)
+    fracs = [float(fit_fraction)] if isinstance(fit_fraction, int | float) else [
+        float(f) for f in fit_fraction]
+    if not fracs or any(not 0.0 <= f < 1.0 for f in fracs):
+        raise ValueError(f"fit fractions must be in [0, 1), got {fracs}")
+    return fracs
+
+
+def certify_best_split(n: int, fractions: Sequence[float], seed: int, delta: float,
+                       run: RunFn) -> Calibration:
+    """Run ``run(fit_idx, cert_idx, level)`` for each candidate share at ``delta / m``; return
+    the calibration with the largest certified coverage (fitted last, so its workers are the
+    ones left fitted), its promise stated at the overall ``delta``."""
+    m = len(fractions)
+    if m == 1:
+        fit_idx, cert_idx = split(n, fractions[0], seed)
+        return run(fit_idx, cert_idx, delta)
+    level = delta / m
+    tried: list[tuple[float, Calibration]] = []
+    for i, frac in enumerate(fractions):
+        fit_idx, cert_idx = split(n, frac, seed + i)
+        tried.append((frac, run(fit_idx, cert_idx, level)))
+
+    def key(fc: tuple[float, Calibration]) -> tuple[bool, float, float]:
+        r = fc[1].plan.result
+        return (r.feasible, r.coverage, r.best_bound)
+
+    best_i = max(range(m), key=lambda i: key(tried[i]))
+    frac, cal = tried[best_i]
+    if best_i != m - 1:  # fit the chosen candidate's workers again: they are the ones shipped
+        fit_idx, cert_idx = split(n, frac, seed + best_i)
+        cal = run(fit_idx, cert_idx, level)
+    cal.plan.result.delta = delta  # each test ran at delta / m; together they hold at delta
+    shares = ", ".join(f"{f:g}" + (" (chosen)" if j == best_i else "") + ": "
+                       + (f"{100 * c.plan.result.coverage:.1f}% covered" if c.plan.result.feasible
+                          else "nothing certified")
+                       for j, (f, c) in enumerate(tried))
+    cal.notes.append(f"fit share chosen among {m} candidates, each certified at delta/{m} = "
+                     f"{level:.4g} (union bound: all hold together w.p. >= {1 - delta:g}): "
+                     f"{shares}")
+    cal.fit_fraction = frac
+    return cal
