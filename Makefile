@@ -17,7 +17,7 @@ $(BIN)/python:
 setup: $(BIN)/python
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	PYTHON=$(BIN)/python bash scripts/install-llama.sh
-	$(BIN)/python -m pip install -q -e ".[test,bench,parquet,embed,ray]"
+	$(BIN)/python -m pip install -q -e ".[test,bench,parquet,embed,ray,serve]"
 	$(BIN)/speculabel models pull all
 
 demo: setup

@@ -26,9 +26,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from speculabel.cli import bench, calibrate, classify, demo, models, tasks
+    from speculabel.cli import bench, calibrate, classify, demo, models, serve, tasks
 
-    for module in (classify, demo, tasks, models, bench, calibrate):
+    for module in (classify, demo, tasks, models, bench, calibrate, serve):
         module.register(app)
 
 

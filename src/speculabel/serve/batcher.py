@@ -1,0 +1,257 @@
+"""Micro-batching: concurrent requests become the cascade's batches, in one model thread.
+
+Models are not thread-safe, and a batch of 40 items costs a model far less than 8 batches of 5,
+so every request is queued and one thread runs the cascade: it takes the first waiting request,
+then gathers whatever else arrives within ``max_wait_s`` (10 ms by default; nothing is waited
+for once ``max_items`` are gathered), classifies them in one ``Cascade.classify`` call (which
+cuts them into the cascade's ``batch_size`` batches) and hands each request its slice of the
+records, in request order.  Before any response of a micro-batch is released, its records are
+in the log, fsynced (:mod:`speculabel.serve.log`).
+
+The audit (:mod:`speculabel.serve.audit`) runs in the same thread but off the request path: a
+drawn item waits in a queue and the judge labels it only while no request is waiting, a few
+items at a time.  On close the thread finishes every queued request, then stops; audits still
+queued are dropped (the queue holds items in arrival order, so what is dropped does not depend
+on any outcome) and the log says how many.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from speculabel.records import Item, Record
+from speculabel.serve.audit import Audit
+from speculabel.serve.log import ServeLog
+from speculabel.serve.metrics import Metrics
+
+
+class Closed(RuntimeError):
+    """The service is stopping and takes no new request."""
+
+
+@dataclass
+class Job:
+    request: str
+    items: list[Item]
+    future: Future[list[Record]] = field(default_factory=Future)
+
+
+class Batcher:
+    """Owns the cascade (loaded in its thread), the log's writes and the audit."""
+
+    def __init__(self, load: Callable[[], Any], log: ServeLog, metrics: Metrics,
+                 audit: Audit | None = None, *, max_wait_s: float = 0.01, max_items: int = 256,
+                 audit_chunk: int = 4, on_failure: Callable[[str], None] | None = None,
+                 on_ready: Callable[[], None] | None = None) -> None:
+        self._load = load
+        self.log = log
+        self.metrics = metrics
+        self.audit = audit
+        self.max_wait_s = max_wait_s
+        self.max_items = max(1, max_items)
+        self.audit_chunk = max(1, audit_chunk)
+        self.on_failure = on_failure
+        self.on_ready = on_ready
+        self.cascade: Any = None
+        self.ready = threading.Event()
+        self.failed: str | None = None
+        self._q: queue.Queue[Job | None] = queue.Queue()
+        self._audits: collections.deque[tuple[Item, Record]] = collections.deque()
+        self._closed = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._main, name="speculabel-models", daemon=True)
+        if audit is not None:
+            metrics.audit = audit.snapshot()
+
+    # ------------------------------------------------------------------ the caller's side
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, request: str, items: list[Item]) -> Future[list[Record]]:
+        """Queue one request's items; the future gets their records, in order."""
+        job = Job(request, items)
+        with self._lock:
+            if self._closed:
+                raise Closed("the service is stopping")
+            self._q.put(job)
+        return job.future
+
+    def close(self, timeout: float | None = None) -> None:
+        """Take no new request, finish the queued ones, stop the thread (idempotent)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._q.put(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ------------------------------------------------------------------ the model thread
+    def _main(self) -> None:
+        try:
+            self.cascade = self._load()
+            if self.audit is not None:  # scipy's first import takes seconds: not mid-audit
+                from speculabel.serve.audit import step_bounds
+
+                step_bounds(1, 1, self.audit.settings.alpha)
+        except BaseException as e:  # a model that does not load: say why and stop serving
+            from speculabel.redact import redact
+
+            self.failed = redact(f"{type(e).__name__}: {e}")
+            self.log.append_events([{"event": "failed", "time": time.time(), "error": self.failed}])
+            self._fail_queued(RuntimeError(self.failed))
+            if self.on_failure:
+                self.on_failure(self.failed)
+            return
+        self.metrics.ready.set(1)
+        self.ready.set()
+        if self.on_ready:
+            self.on_ready()
+        try:
+            self._loop()
+        finally:
+            self._fail_queued(Closed("the service stopped"))
+            dropped = len(self._audits)
+            self._audits.clear()
+            self.log.append_events([{"event": "stop", "time": time.time(),
+                                     "audits_dropped": dropped,
+                                     **(self.audit.snapshot() if self.audit else {})}])
+            for b in [*self.cascade.workers, *([self.cascade.judge] if self.cascade.judge else [])]:
+                b.close()
+
+    def _fail_queued(self, error: BaseException) -> None:
+        while True:
+            try:
+                job = self._q.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None and not job.future.done():
+                job.future.set_exception(error)
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                first = self._q.get(timeout=0.0 if self._audits else 0.5)
+            except queue.Empty:
+                if self._audits:
+                    self._audit_some()
+                continue
+            if first is None:
+                return
+            jobs, stop = self._gather(first)
+            self._run(jobs)
+            if stop:
+                return
+
+    def _gather(self, first: Job) -> tuple[list[Job], bool]:
+        """The first job and whatever else arrives within ``max_wait_s``; True when the close
+        sentinel was met (nothing comes after it)."""
+        jobs, n = [first], len(first.items)
+        deadline = time.monotonic() + self.max_wait_s
+        while n < self.max_items:
+            left = deadline - time.monotonic()
+            try:
+                job = self._q.get(timeout=left) if left > 0 else self._q.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                return jobs, True
+            jobs.append(job)
+            n += len(job.items)
+        return jobs, False
+
+    def _run(self, jobs: list[Job]) -> None:
+        items = [it for j in jobs for it in j.items]
+        self.metrics.batch_items.observe(len(items))
+        events: list[dict[str, Any]] = []
+        try:
+            records = self.cascade.classify(items)
+            if self.audit is not None and self.audit.force_judge:
+                records = self._judge_all(items, records, events)
+            parts, pos = [], 0
+            for j in jobs:
+                parts.append((j.request, records[pos:pos + len(j.items)]))
+                pos += len(j.items)
+            self.log.append_batch(parts, events)  # fsynced before any answer goes out
+        except BaseException as e:
+            for j in jobs:
+                j.future.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+            return
+        for j, (_, recs) in zip(jobs, parts, strict=True):
+            j.future.set_result(recs)
+        self._count(records)
+        if self.audit is not None and not self.audit.force_judge:
+            for i in self.audit.draw(records, len(self._audits)):
+                self._audits.append((items[i], records[i]))
+            self.metrics.audit_queue = len(self._audits)
+
+    def _count(self, records: list[Record]) -> None:
+        m = self.metrics
+        m.items.inc(len(records))
+        for r in records:
+            if r.error_kind:
+                m.item_errors.labels(kind=r.error_kind).inc()
+            elif r.decided_by == "workers":
+                m.by_workers.inc()
+            elif r.decided_by == "judge":
+                m.judge_calls.inc()
+
+    # ------------------------------------------------------------------ the audit
+    def _judge(self, items: list[Item]) -> list[Any]:
+        from speculabel.cascade.decide import sane
+
+        if not items:
+            return []
+        return [sane(v) for v in self.cascade.judge.score(self.cascade.task, items)]
+
+    def _audit_some(self) -> None:
+        """Judge up to ``audit_chunk`` queued audit items; log the outcome and any change."""
+        assert self.audit is not None
+        chunk = [self._audits.popleft() for _ in range(min(self.audit_chunk, len(self._audits)))]
+        asked = [(it, rec) for it, rec in chunk if rec.decided_by == "workers"]
+        votes = self._judge([it for it, _ in asked])
+        self.metrics.audit_judge_calls.inc(len(asked))
+        outcomes = [True for _, rec in chunk if rec.decided_by == "judge"]  # judge-decided agree
+        outcomes += [jv.label == rec.label for (_, rec), jv in zip(asked, votes, strict=True)
+                     if jv.label is not None]  # a judge that could not answer: no outcome
+        events = [ev for ok in outcomes if (ev := self.audit.observe(ok)) is not None]
+        snap = self.audit.snapshot()
+        self.log.append_events([*events, {"event": "audit", "time": time.time(), **snap}])
+        self.metrics.audit, self.metrics.audit_queue = snap, len(self._audits)
+
+    def _judge_all(self, items: list[Item], records: list[Record],
+                   events: list[dict[str, Any]]) -> list[Record]:
+        """While the certificate is refuted (fallback on): the judge decides every item the
+        workers decided, and each such item is audited (re-certification needs evidence)."""
+        assert self.audit is not None
+        out = list(records)
+        idx = [i for i, r in enumerate(records) if r.decided_by == "workers" and not r.error]
+        votes = self._judge([items[i] for i in idx])  # on the request path: counted as judge calls
+        outcomes: list[bool] = []
+        for i, jv in zip(idx, votes, strict=True):
+            if jv.label is None:
+                continue  # the judge could not answer: the workers' answer stands
+            rec = records[i]
+            outcomes.append(jv.label == rec.label)
+            out[i] = replace(rec, label=jv.label, decided_by="judge", judge_vote=jv,
+                             latency_s=rec.latency_s + jv.latency_s,
+                             rule=f"{rec.rule}; audit fallback: the judge decides")
+        if self.audit.settings.scope == "dataset":
+            outcomes += [True for r in records if r.decided_by == "judge" and not r.error]
+        events.extend(ev for ok in outcomes if (ev := self.audit.observe(ok)) is not None)
+        snap = self.audit.snapshot()
+        events.append({"event": "audit", "time": time.time(), **snap})
+        self.metrics.audit = snap
+        return out
