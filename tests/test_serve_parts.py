@@ -185,7 +185,7 @@ def make_batcher(tmp_path: Path, audit: Audit | None = None) -> tuple[Batcher, S
 
 
 def test_concurrent_requests_share_batches_and_get_their_own_records_in_order(tmp_path: Path) -> None:
-    b, log = make_batcher(tmp_path)
+    b, _ = make_batcher(tmp_path)
     b.start()
     assert b.ready.wait(10)
     results: dict[int, list[Record]] = {}
@@ -216,7 +216,7 @@ def test_concurrent_requests_share_batches_and_get_their_own_records_in_order(tm
 def test_a_refuted_certificate_sends_every_item_to_the_judge(tmp_path: Path) -> None:
     audit = Audit(AuditSettings(target=0.9, scope="workers", rate=1.0, alpha=0.1, fallback=True,
                                 seed=1))
-    b, log = make_batcher(tmp_path, audit)
+    b, _ = make_batcher(tmp_path, audit)
     b.start()
     assert b.ready.wait(10)
     for n in range(12):  # the judge says negative; the workers say positive: all disagree
