@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-fast lint typecheck imports bench-sentiment bench-tickets bench-stream clean
+.PHONY: setup demo test test-fast lint typecheck imports bench-sentiment bench-tickets bench-stream bench-serve clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -66,6 +66,12 @@ bench-stream:
 	  --stream bench-out/streams/sentiment.json
 	$(SPECULABEL) bench --report-only --out bench-out/tickets $(if $(STORE),--votes $(STORE),) \
 	  --stream bench-out/streams/tickets.json
+
+# speculabel serve under load: 8 concurrent HTTP clients x 10 requests x 5 items against batch
+# Cascade.classify on the same items (vader + smollm2-135m, judge gemma3-270m; medians of 3).
+SERVE_ARGS ?=
+bench-serve:
+	$(PYBIN) scripts/bench_serve.py --out bench-out/serve.json $(SERVE_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -6,7 +6,8 @@ then gathers whatever else arrives within ``max_wait_s`` (10 ms by default; noth
 for once ``max_items`` are gathered), classifies them in one ``Cascade.classify`` call (which
 cuts them into the cascade's ``batch_size`` batches) and hands each request its slice of the
 records, in request order.  Before any response of a micro-batch is released, its records are
-in the log, fsynced (:mod:`speculabel.serve.log`).
+in the log, fsynced (:mod:`speculabel.serve.log`): a second thread writes and fsyncs each
+micro-batch and then answers its requests, while the model thread goes on with the next one.
 
 The audit (:mod:`speculabel.serve.audit`) runs in the same thread but off the request path: a
 drawn item waits in a queue and the judge labels it only while no request is waiting, a few
@@ -43,6 +44,13 @@ class Job:
     future: Future[list[Record]] = field(default_factory=Future)
 
 
+@dataclass
+class Write:
+    jobs: list[Job]
+    parts: list[tuple[str, list[Record]]]
+    events: list[dict[str, Any]]
+
+
 class Batcher:
     """Owns the cascade (loaded in its thread), the log's writes and the audit."""
 
@@ -67,12 +75,16 @@ class Batcher:
         self._closed = False
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._main, name="speculabel-models", daemon=True)
+        #: (jobs, their records, events) waiting for the writer; None: no more
+        self._writes: queue.Queue[Write | None] = queue.Queue()
+        self._writer = threading.Thread(target=self._write_loop, name="speculabel-log", daemon=True)
         if audit is not None:
             metrics.audit = audit.snapshot()
 
     # ------------------------------------------------------------------ the caller's side
     def start(self) -> None:
         self._thread.start()
+        self._writer.start()
 
     def submit(self, request: str, items: list[Item]) -> Future[list[Record]]:
         """Queue one request's items; the future gets their records, in order."""
@@ -110,6 +122,7 @@ class Batcher:
             self.failed = redact(f"{type(e).__name__}: {e}")
             self.log.append_events([{"event": "failed", "time": time.time(), "error": self.failed}])
             self._fail_queued(RuntimeError(self.failed))
+            self._writes.put(None)
             if self.on_failure:
                 self.on_failure(self.failed)
             return
@@ -120,6 +133,8 @@ class Batcher:
         try:
             self._loop()
         finally:
+            self._writes.put(None)
+            self._writer.join()
             self._fail_queued(Closed("the service stopped"))
             dropped = len(self._audits)
             self._audits.clear()
@@ -182,20 +197,35 @@ class Batcher:
             for j in jobs:
                 parts.append((j.request, records[pos:pos + len(j.items)]))
                 pos += len(j.items)
-            self.log.append_batch(parts, events)  # fsynced before any answer goes out
         except BaseException as e:
             for j in jobs:
                 j.future.set_exception(e)
             if not isinstance(e, Exception):
                 raise
             return
-        for j, (_, recs) in zip(jobs, parts, strict=True):
-            j.future.set_result(recs)
+        self._writes.put(Write(jobs, parts, events))  # answered once fsynced, by the writer
         self._count(records)
         if self.audit is not None and not self.audit.force_judge:
             for i in self.audit.draw(records, len(self._audits)):
                 self._audits.append((items[i], records[i]))
             self.metrics.audit_queue = len(self._audits)
+
+    def _write_loop(self) -> None:
+        """The log's one writer: each micro-batch's records (and events) are written and fsynced,
+        then its requests are answered; meanwhile the model thread runs the next micro-batch,
+        so the fsync costs no model time."""
+        while True:
+            w = self._writes.get()
+            if w is None:
+                return
+            try:
+                self.log.append_batch(w.parts, w.events)
+            except BaseException as e:  # not on disk: not answered
+                for j in w.jobs:
+                    j.future.set_exception(e)
+                continue
+            for j, (_, recs) in zip(w.jobs, w.parts, strict=True):
+                j.future.set_result(recs)
 
     def _count(self, records: list[Record]) -> None:
         m = self.metrics
@@ -228,7 +258,7 @@ class Batcher:
                      if jv.label is not None]  # a judge that could not answer: no outcome
         events = [ev for ok in outcomes if (ev := self.audit.observe(ok)) is not None]
         snap = self.audit.snapshot()
-        self.log.append_events([*events, {"event": "audit", "time": time.time(), **snap}])
+        self._writes.put(Write([], [], [*events, {"event": "audit", "time": time.time(), **snap}]))
         self.metrics.audit, self.metrics.audit_queue = snap, len(self._audits)
 
     def _judge_all(self, items: list[Item], records: list[Record],
