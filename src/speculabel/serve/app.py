@@ -199,6 +199,8 @@ def run_service(cfg: CascadeConfig, task: Task, *, host: str, port: int, log_pat
     settings = {"config": cfg.model_dump(mode="json"), "host": host, "port": port,
                 "audit": None if audit is None else audit.__dict__, "auth": api_key is not None}
     sock = bind(host, port)
+    port = sock.getsockname()[1]  # --port 0: the one the system chose
+    settings["port"] = port
     log = ServeLog(log_path)
     try:
         log.open(settings)

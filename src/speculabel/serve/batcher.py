@@ -1,13 +1,15 @@
 """Micro-batching: concurrent requests become the cascade's batches, in one model thread.
 
-Models are not thread-safe, and a batch of 40 items costs a model far less than 8 batches of 5,
-so every request is queued and one thread runs the cascade: it takes the first waiting request,
-then gathers whatever else arrives within ``max_wait_s`` (10 ms by default; nothing is waited
-for once ``max_items`` are gathered), classifies them in one ``Cascade.classify`` call (which
-cuts them into the cascade's ``batch_size`` batches) and hands each request its slice of the
-records, in request order.  Before any response of a micro-batch is released, its records are
-in the log, fsynced (:mod:`speculabel.serve.log`): a second thread writes and fsyncs each
-micro-batch and then answers its requests, while the model thread goes on with the next one.
+Models are not thread-safe, and a batch of 8 items costs a model far less than 8 calls of
+one, so every request's items join one pending line and one thread runs the cascade on it
+(continuous batching): it classifies whole cascade batches (``batch_size`` items, from one
+request or several) as soon as they are there, and a partial batch only once its oldest item
+has waited ``max_wait_s`` (10 ms by default); at most ``max_items`` items per
+``Cascade.classify`` call.  A request is answered, its records in request order, once its last
+item is decided and its records are in the log, fsynced (:mod:`speculabel.serve.log`): a second
+thread writes and fsyncs each micro-batch's finished requests and then answers them, while the
+model thread goes on with the next micro-batch.  So the models never wait for a client's round
+trip while whole batches are pending.
 
 The audit (:mod:`speculabel.serve.audit`) runs in the same thread but off the request path: a
 drawn item waits in a queue and the judge labels it only while no request is waiting, a few
@@ -37,11 +39,20 @@ class Closed(RuntimeError):
     """The service is stopping and takes no new request."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
+    """One request: its items, their records as they are decided, and its answer."""
+
     request: str
     items: list[Item]
     future: Future[list[Record]] = field(default_factory=Future)
+    arrived: float = field(default_factory=time.monotonic)
+    records: list[Record | None] = field(init=False)
+    left: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.records = [None] * len(self.items)
+        self.left = len(self.items)
 
 
 @dataclass
@@ -73,6 +84,9 @@ class Batcher:
         self._q: queue.Queue[Job | None] = queue.Queue()
         self._audits: collections.deque[tuple[Item, Record]] = collections.deque()
         self._closed = False
+        self._stopping = False
+        #: items of queued requests not yet classified, in arrival order
+        self._pending: collections.deque[tuple[Job, int]] = collections.deque()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._main, name="speculabel-models", daemon=True)
         #: (jobs, their records, events) waiting for the writer; None: no more
@@ -87,7 +101,9 @@ class Batcher:
         self._writer.start()
 
     def submit(self, request: str, items: list[Item]) -> Future[list[Record]]:
-        """Queue one request's items; the future gets their records, in order."""
+        """Queue one request's items (at least one); the future gets their records, in order."""
+        if not items:
+            raise ValueError("a request with no items needs no model")
         job = Job(request, items)
         with self._lock:
             if self._closed:
@@ -135,6 +151,9 @@ class Batcher:
         finally:
             self._writes.put(None)
             self._writer.join()
+            for job, _ in self._pending:
+                if not job.future.done():
+                    job.future.set_exception(Closed("the service stopped"))
             self._fail_queued(Closed("the service stopped"))
             dropped = len(self._audits)
             self._audits.clear()
@@ -153,56 +172,73 @@ class Batcher:
             if job is not None and not job.future.done():
                 job.future.set_exception(error)
 
-    def _loop(self) -> None:
+    def _pull(self, wait: float) -> None:
+        """Move the queued requests' items to the pending line, waiting up to ``wait`` seconds
+        for the first one (none: do not wait)."""
+        try:
+            job = self._q.get(timeout=wait) if wait > 0 else self._q.get_nowait()
+        except queue.Empty:
+            return
         while True:
+            if job is None:
+                self._stopping = True
+            else:
+                self._pending.extend((job, i) for i in range(len(job.items)))
             try:
-                first = self._q.get(timeout=0.0 if self._audits else 0.5)
+                job = self._q.get_nowait()
             except queue.Empty:
+                return
+
+    def _loop(self) -> None:
+        full = max(1, int(getattr(self.cascade, "batch_size", 1)))
+        while True:
+            self._pull(0.0)
+            if not self._pending:
+                if self._stopping:
+                    return
                 if self._audits:
                     self._audit_some()
+                else:
+                    self._pull(0.5)
                 continue
-            if first is None:
-                return
-            jobs, stop = self._gather(first)
-            self._run(jobs)
-            if stop:
-                return
+            # a whole cascade batch, or whatever is pending once its oldest item has waited
+            # max_wait_s: a partial batch costs a model call as much as a full one
+            while len(self._pending) < full and not self._stopping:
+                left = self._pending[0][0].arrived + self.max_wait_s - time.monotonic()
+                if left <= 0:
+                    break
+                self._pull(left)
+            take = min(len(self._pending), self.max_items)
+            if take >= full:
+                take -= take % full
+            self._run([self._pending.popleft() for _ in range(take)])
 
-    def _gather(self, first: Job) -> tuple[list[Job], bool]:
-        """The first job and whatever else arrives within ``max_wait_s``; True when the close
-        sentinel was met (nothing comes after it)."""
-        jobs, n = [first], len(first.items)
-        deadline = time.monotonic() + self.max_wait_s
-        while n < self.max_items:
-            left = deadline - time.monotonic()
-            try:
-                job = self._q.get(timeout=left) if left > 0 else self._q.get_nowait()
-            except queue.Empty:
-                break
-            if job is None:
-                return jobs, True
-            jobs.append(job)
-            n += len(job.items)
-        return jobs, False
-
-    def _run(self, jobs: list[Job]) -> None:
-        items = [it for j in jobs for it in j.items]
+    def _run(self, chunk: list[tuple[Job, int]]) -> None:
+        """Classify one micro-batch; the requests it completes go to the writer."""
+        items = [job.items[i] for job, i in chunk]
         self.metrics.batch_items.observe(len(items))
         events: list[dict[str, Any]] = []
         try:
             records = self.cascade.classify(items)
             if self.audit is not None and self.audit.force_judge:
                 records = self._judge_all(items, records, events)
-            parts, pos = [], 0
-            for j in jobs:
-                parts.append((j.request, records[pos:pos + len(j.items)]))
-                pos += len(j.items)
         except BaseException as e:
-            for j in jobs:
-                j.future.set_exception(e)
+            failed = {id(job): job for job, _ in chunk}
+            for job in failed.values():
+                if not job.future.done():
+                    job.future.set_exception(e)
+            self._pending = collections.deque(x for x in self._pending if id(x[0]) not in failed)
             if not isinstance(e, Exception):
                 raise
             return
+        done: dict[int, Job] = {}
+        for (job, i), rec in zip(chunk, records, strict=True):
+            job.records[i] = rec
+            job.left -= 1
+            if job.left == 0:
+                done[id(job)] = job
+        jobs = list(done.values())
+        parts = [(j.request, [r for r in j.records if r is not None]) for j in jobs]
         self._writes.put(Write(jobs, parts, events))  # answered once fsynced, by the writer
         self._count(records)
         if self.audit is not None and not self.audit.force_judge:

@@ -21,7 +21,66 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from speculabel.records import Item
+from speculabel.backends.base import Backend
+from speculabel.records import Item, Vote
+from speculabel.tasks import Task
+
+#: the simulated models' specs and costs (ms per call, ms per item): two workers, one judge
+SIMULATED = {"sim:a": (5.0, 2.0), "sim:b": (5.0, 2.0), "sim:judge": (10.0, 10.0)}
+
+
+class Simulated(Backend):
+    """A model whose cost is a sleep (``call_ms`` per call plus ``item_ms`` per item: a batch
+    is cheaper than its items one by one, as with a real model) and whose label is a hash of
+    the text (``sim:b`` differs from ``sim:a`` on about 30 % of the texts, so those go to the
+    judge).  It measures what the service adds to a model's cost, not a model: on a shared
+    machine a sleep costs the same whatever the other processes do."""
+
+    def __init__(self, spec: str, call_ms: float = 5.0, item_ms: float = 2.0) -> None:
+        self.spec, self.call_s, self.item_s = spec, call_ms / 1000, item_ms / 1000
+
+    def fingerprint(self) -> str:
+        return f"sim:{self.spec}:{self.call_s}:{self.item_s}"
+
+    def score(self, task: Task, items: Sequence[Item]) -> list[Vote]:
+        import zlib
+
+        time.sleep(self.call_s + self.item_s * len(items))
+        labels = task.label_names
+        out = []
+        for it in items:
+            h = zlib.crc32("\x1f".join(it.fields.values()).encode())
+            k = h % len(labels)
+            if (self.spec == "sim:b" and (h >> 8) % 10 < 3) or (self.spec == "sim:judge" and (h >> 8) % 10 < 1):
+                k = (k + 1) % len(labels)
+            probs = {lab: (0.8 if i == k else 0.2 / (len(labels) - 1)) for i, lab in enumerate(labels)}
+            out.append(Vote.from_probs(self.spec, probs, latency_s=self.item_s, method="classifier"))
+        return out
+
+
+def simulated(spec: str, **options: Any) -> Simulated:
+    """The entry-point factory of the ``sim`` kind (registered by :func:`register_simulated`)."""
+    return Simulated(spec, **options)
+
+
+def register_simulated(where: Path) -> Path:
+    """A distribution in ``where`` registering the ``sim`` kind (entry point group
+    ``speculabel.backends``), put on this process's path; return ``where`` for a subprocess's
+    ``PYTHONPATH``."""
+    d = where / "speculabel_bench_sim-0.1.dist-info"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "METADATA").write_text("Metadata-Version: 2.1\nName: speculabel-bench-sim\nVersion: 0.1\n")
+    (d / "entry_points.txt").write_text(f"[speculabel.backends]\nsim = {__name__}:simulated\n")
+    if str(where) not in sys.path:
+        sys.path.insert(0, str(where))
+    return where
+
+
+def simulated_config(task: str, batch_size: int) -> dict[str, Any]:
+    """Config data of the simulated cascade (``sim:a``, ``sim:b``, judge ``sim:judge``)."""
+    return {"task": task, "workers": ["sim:a", "sim:b"], "judge": "sim:judge",
+            "policy": "majority", "batch_size": batch_size,
+            "models": {spec: {"call_ms": c, "item_ms": i} for spec, (c, i) in SIMULATED.items()}}
 
 
 def load_items(source: str, n: int) -> tuple[list[Item], str]:
@@ -113,6 +172,7 @@ def load_clients(url: str, items: list[Item], clients: int, requests: int,
 
 def run_bench(cfg: Any, *, clients: int = 8, requests: int = 10, per_request: int = 5,
               repeats: int = 3, max_wait_ms: float = 10.0, source: str = "tweeteval",
+              env: dict[str, str] | None = None,
               say: Callable[[str], None] = print) -> dict[str, Any]:
     """Batch ``classify`` against the service on the same items (see the module docstring)."""
     from speculabel.backends.openai.local_server import free_port
@@ -130,7 +190,7 @@ def run_bench(cfg: Any, *, clients: int = 8, requests: int = 10, per_request: in
         config = save_config(cfg, Path(tmp) / "cascade.toml")
         port = free_port()
         say("starting speculabel serve")
-        proc = start_server(config, port, Path(tmp) / "serve.log.jsonl", max_wait_ms)
+        proc = start_server(config, port, Path(tmp) / "serve.log.jsonl", max_wait_ms, env)
         url = f"http://127.0.0.1:{port}"
         try:
             cascade.classify(items[:per_request])  # warm both paths up on a few items
@@ -164,7 +224,8 @@ def run_bench(cfg: Any, *, clients: int = 8, requests: int = 10, per_request: in
     return {"items": n, "source": where, "clients": clients, "requests_per_client": requests,
             "items_per_request": per_request, "repeats": repeats, "max_wait_ms": max_wait_ms,
             "task": cfg.task, "workers": list(cfg.workers), "judge": cfg.judge,
-            "batch_size": cfg.batch_size, "rows": rows, "median": med,
+            "batch_size": cfg.batch_size, "simulated": cfg.workers == ["sim:a", "sim:b"],
+            "rows": rows, "median": med,
             "goal_ratio": 0.8, "goal_met": med["ratio"] >= 0.8}
 
 
