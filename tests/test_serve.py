@@ -247,3 +247,31 @@ def test_a_log_that_is_not_ours_and_a_missing_key_are_refused_before_loading(tmp
                         "SPECULABEL_NO_SUCH_VAR"], env=env, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 2 and "SPECULABEL_NO_SUCH_VAR" in r.stderr
+
+
+def test_a_refuted_certificate_shows_in_metrics_and_log_and_the_judge_takes_over(
+        tmp_path: Path) -> None:
+    """The workers say positive on "good drift", the judge negative: the audit (every item,
+    in the background) refutes a 0.9 certificate, says so, and every item goes to the judge."""
+    log = tmp_path / "log.jsonl"
+    srv = Server(tmp_path, log, "--audit-target", "0.9", "--audit-scope", "workers",
+                 "--audit-rate", "1", "--audit-alpha", "0.1", "--fallback-to-judge", key=False)
+    try:
+        first = srv.post({"items": [{"id": f"d{i}", "text": "good drift"} for i in range(20)]})
+        assert [r["decided_by"] for r in first.json()["records"]] == ["workers"] * 20
+        deadline, metrics = time.time() + 30, ""
+        while time.time() < deadline:
+            metrics = httpx.get(f"{srv.url}/metrics").text
+            if 'speculabel_audit_state{state="violated"} 1.0' in metrics:
+                break
+            time.sleep(0.1)
+        assert 'speculabel_audit_state{state="violated"} 1.0' in metrics
+        assert 'speculabel_audit{value="force_judge"} 1.0' in metrics
+        after = srv.post({"items": [{"id": "z", "text": "good drift"}]}).json()["records"][0]
+        assert after["decided_by"] == "judge" and after["label"] == "negative"
+    finally:
+        code, err = srv.stop()
+    assert code == 0, err
+    events = [x for x in map(json.loads, log.read_text().splitlines())
+              if x.get("event") == "audit_state"]
+    assert events and events[0]["change"] == "violated" and "refuted" in events[0]["message"]
