@@ -1,9 +1,9 @@
 """The service's append-only log: one JSON line per answered item, exactly once.
 
-**Fsync policy (group commit).**  The records of one micro-batch are written, flushed and
-fsynced together *before* any response of that batch is sent, so an item a client got an answer
-for is on disk, and it is written once (the model thread is the only writer; no item is decided
-twice).  A crash between the fsync and the response leaves a logged item whose client saw an
+**Fsync policy (group commit).**  The records of the requests a micro-batch finishes are
+written, flushed and fsynced together *before* any of those requests is answered, so an item a
+client got an answer for is on disk, and it is written once (one writer thread, fed by the one
+model thread; no item is decided twice).  A crash between the fsync and the response leaves a logged item whose client saw an
 error: the log may hold an item its client did not get, never the reverse.
 
 Lines: the first is a ``start`` event (which marks the file as ours: any other file is refused
@@ -34,7 +34,7 @@ class LogError(SpeculabelError, ValueError):
 
 
 class ServeLog:
-    """Opened once by the service; :meth:`append` is called by the model thread."""
+    """Opened once by the service; written by one thread at a time (a lock guards it)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
