@@ -3,8 +3,9 @@
 **Fsync policy (group commit).**  The records of the requests a micro-batch finishes are
 written, flushed and fsynced together *before* any of those requests is answered, so an item a
 client got an answer for is on disk, and it is written once (one writer thread, fed by the one
-model thread; no item is decided twice).  A crash between the fsync and the response leaves a logged item whose client saw an
-error: the log may hold an item its client did not get, never the reverse.
+model thread; no item is decided twice).  A crash between the fsync and the response leaves a
+logged item whose client saw an error: the log may hold an item its client did not get, never
+the reverse.
 
 Lines: the first is a ``start`` event (which marks the file as ours: any other file is refused
 and left untouched), then items (``seq``: their place in the log, 0-based and contiguous over
