@@ -210,8 +210,8 @@ def run_bench(cfg: Any, *, clients: int = 8, requests: int = 10, per_request: in
                        "p95_latency_s": percentile(load["latencies"], 95),
                        "batch_judge_rate": judge_rate}
                 rows.append(row)
-                say(f"repeat {rep + 1}/{repeats}: batch {row['batch_items_per_s']:.1f} items/s, "
-                    f"serve {row['serve_items_per_s']:.1f} items/s (ratio {row['ratio']:.2f}), "
+                say(f"repeat {rep + 1}/{repeats}: batch {row['batch_items_per_s']:.3g} items/s, "
+                    f"serve {row['serve_items_per_s']:.3g} items/s (ratio {row['ratio']:.2f}), "
                     f"p50 {row['p50_latency_s']:.3f} s, p95 {row['p95_latency_s']:.3f} s")
         finally:
             proc.terminate()
@@ -237,8 +237,8 @@ def print_table(result: dict[str, Any]) -> None:
           f"{result['judge']}; medians of {result['repeats']} repeats")
     print("| path | items/s | p50 latency | p95 latency |")
     print("|---|---|---|---|")
-    print(f"| batch Cascade.classify | {m['batch_items_per_s']:.1f} | | |")
-    print(f"| speculabel serve | {m['serve_items_per_s']:.1f} | {m['p50_latency_s']:.3f} s | "
+    print(f"| batch Cascade.classify | {m['batch_items_per_s']:.3g} | | |")
+    print(f"| speculabel serve | {m['serve_items_per_s']:.3g} | {m['p50_latency_s']:.3f} s | "
           f"{m['p95_latency_s']:.3f} s |")
     print(f"\nthroughput ratio serve / batch: {m['ratio']:.2f} (goal >= {result['goal_ratio']}: "
           f"{'met' if result['goal_met'] else 'NOT met'})")
