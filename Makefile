@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-fast lint typecheck imports bench-sentiment bench-tickets bench-stream bench-bargain bench-tracer clean
+.PHONY: setup demo test test-fast lint typecheck imports bench-sentiment bench-tickets bench-stream bench-bargain bench-tracer bench-serve clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(BIN)/python:
 setup: $(BIN)/python
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	PYTHON=$(BIN)/python bash scripts/install-llama.sh
-	$(BIN)/python -m pip install -q -e ".[test,bench,parquet,embed,ray,match]"
+	$(BIN)/python -m pip install -q -e ".[test,bench,parquet,embed,ray,match,serve]"
 	$(BIN)/speculabel models pull all
 
 demo: setup
@@ -86,6 +86,12 @@ TRACER_ARGS ?=
 bench-tracer:
 	$(PYBIN) -m pip install -q --no-deps "tracer-llm==0.3.3"
 	OMP_NUM_THREADS=2 $(PYBIN) scripts/bench_tracer.py --out bench-out/tracer.json $(TRACER_ARGS)
+
+# speculabel serve under load: 8 concurrent HTTP clients x 10 requests x 5 items against batch
+# Cascade.classify on the same items (vader + smollm2-135m, judge gemma3-270m; medians of 3).
+SERVE_ARGS ?=
+bench-serve:
+	$(PYBIN) scripts/bench_serve.py --out bench-out/serve.json $(SERVE_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

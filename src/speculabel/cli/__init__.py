@@ -32,9 +32,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from speculabel.cli import bench, calibrate, classify, demo, match, models, tasks
+    from speculabel.cli import bench, calibrate, classify, demo, match, models, serve, tasks
 
-    for module in (classify, match, demo, tasks, models, bench, calibrate):
+    for module in (classify, match, demo, tasks, models, bench, calibrate, serve):
         module.register(app)
 
 
