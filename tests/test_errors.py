@@ -26,6 +26,10 @@ from speculabel.match.output import MatchOutputError
 from speculabel.models import ModelError
 from speculabel.policy import PolicyError
 from speculabel.scale.settings import EngineError
+from speculabel.serve.app import ServeError
+from speculabel.serve.batcher import Closed
+from speculabel.serve.log import LogError
+from speculabel.serve.schema import BadRequest
 from speculabel.tasks import TaskError
 
 # each class, and the built-in base that code written before the common base catches
@@ -36,7 +40,8 @@ HISTORICAL = {
     DataMissing: FileNotFoundError, PendingError: Exception, Unavailable: Exception,
     Failed: Exception, Abstain: Exception, SharedFirstToken: Exception, Unanswerable: Exception,
     CalibrationError: ValueError, OutputBusyError: ValueError, ResultsWriteError: ValueError,
-    MatchOutputError: ValueError,
+    MatchOutputError: ValueError, ServeError: ValueError, LogError: ValueError,
+    Closed: RuntimeError, BadRequest: ValueError,
 }
 
 
@@ -45,9 +50,10 @@ def test_every_error_derives_from_the_one_base_and_keeps_its_old_one(cls: type) 
     assert issubclass(cls, SpeculabelError)
     assert issubclass(cls, HISTORICAL[cls])
     with pytest.raises(SpeculabelError):
-        if cls is PendingError:
-            raise cls(["a"])
-        raise cls(Path("out.jsonl"), 1) if cls is OutputBusyError else cls("x")
+        made = {PendingError: lambda: PendingError(["a"]),
+                OutputBusyError: lambda: OutputBusyError(Path("out.jsonl"), 1),
+                BadRequest: lambda: BadRequest(400, "items", "x")}
+        raise made[cls]() if cls in made else cls("x")
 
 
 def test_the_base_is_exported() -> None:

@@ -488,11 +488,15 @@ def test_server_killed_mid_run_then_rerun_completes_exactly_once(make_llama_serv
         time.sleep(0.02)
     _, err = proc.communicate(timeout=300)
     assert srv.proc is not None and srv.proc.poll() is not None, "the run ended before the kill"
-    first = _records(out)
+    written = _records(out)
     assert proc.returncode == 3, err
     assert "not decided" in err
+    # an item the judge could not answer has a retryable no_judge record: the rerun decides it
+    undecided = [r for r in written if r.get("error_kind") == "no_judge"]
+    first = [r for r in written if r.get("error_kind") != "no_judge"]
+    assert undecided and all(r["label"] is None and r["decided_by"] is None for r in undecided)
     assert 6 <= len(first) < len(items)
-    assert all(r["label"] is not None for r in first)  # nothing undecided was written
+    assert all(r["label"] is not None for r in first)
     assert all(r["decided_by"] == "judge" for r in first)  # threshold 0.999: the judge decides
 
     srv.start()  # same port

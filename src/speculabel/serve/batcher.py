@@ -29,13 +29,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from speculabel.errors import SpeculabelError
 from speculabel.records import Item, Record
 from speculabel.serve.audit import Audit
 from speculabel.serve.log import ServeLog
 from speculabel.serve.metrics import Metrics
 
 
-class Closed(RuntimeError):
+class Closed(SpeculabelError, RuntimeError):
     """The service is stopping and takes no new request."""
 
 

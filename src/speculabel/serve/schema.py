@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from speculabel.errors import SpeculabelError
 from speculabel.records import Item
 from speculabel.tasks import Task
 
 
-class BadRequest(Exception):
+class BadRequest(SpeculabelError, ValueError):
     """A refused body: the HTTP status, the field (``items[3].text``) and why."""
 
     def __init__(self, status: int, field: str, message: str) -> None:
