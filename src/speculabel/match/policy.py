@@ -11,11 +11,8 @@ call matches.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from speculabel.policy import ConfidentMajority
-from speculabel.policy.base import Decision, check_threshold, strict_majority
-from speculabel.records import Vote
+from speculabel.policy.base import check_threshold
 
 
 class MatchRule(ConfidentMajority):
@@ -30,17 +27,8 @@ class MatchRule(ConfidentMajority):
         self.reject = check_threshold(reject)
         self.label = label
 
-    def decide(self, votes: Sequence[Vote], n_workers: int | None = None) -> Decision:
-        n = n_workers if n_workers is not None else len(votes)
-        m = strict_majority(votes, n, self._min(n))
-        if isinstance(m, Decision):
-            return m
-        label, agreeing = m
-        conf = sum(v.probs.get(label, 0.0) for v in agreeing) / len(agreeing)
-        need = self.threshold if label == self.label else self.reject
-        if conf < need:
-            return Decision(False, label, conf, f"confidence {conf:.3f} < {need:.3f}")
-        return Decision(True, label, conf, "confident majority")
+    def needed(self, label: str) -> float:
+        return self.threshold if label == self.label else self.reject
 
     def describe(self) -> str:
         return f"{self.name}@{self.threshold:g}/{self.reject:g}"

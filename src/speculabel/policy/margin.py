@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from speculabel.policy.base import Decision, Policy, check_threshold, strict_majority
+from speculabel.policy.confident import ConfidentMajority
 from speculabel.records import Vote
 
 
@@ -21,24 +21,11 @@ def margin(vote: Vote, label: str) -> float:
     return vote.probs.get(label, 0.0) - (max(rest) if rest else 0.0)
 
 
-class ConfidentMargin(Policy):
+class ConfidentMargin(ConfidentMajority):
     name = "confident-margin"
-    uses_threshold = True
+    score_name = "margin"
+    accepted_reason = "confident margin"
 
-    def __init__(self, threshold: float = 0.0, min_answered: int | None = None) -> None:
-        super().__init__(min_answered)
-        self.threshold = check_threshold(threshold)
-
-    def decide(self, votes: Sequence[Vote], n_workers: int | None = None) -> Decision:
-        n = n_workers if n_workers is not None else len(votes)
-        m = strict_majority(votes, n, self._min(n))
-        if isinstance(m, Decision):
-            return m
-        label, agreeing = m
-        gap = max(0.0, sum(margin(v, label) for v in agreeing) / len(agreeing))
-        if gap < self.threshold:
-            return Decision(False, label, gap, f"margin {gap:.3f} < {self.threshold:.3f}")
-        return Decision(True, label, gap, "confident margin")
-
-    def describe(self) -> str:
-        return f"{self.name}@{self.threshold:g}"
+    def support(self, label: str, agreeing: Sequence[Vote]) -> float:
+        """The agreeing workers' mean margin for the majority label (at least 0)."""
+        return max(0.0, sum(margin(v, label) for v in agreeing) / len(agreeing))
