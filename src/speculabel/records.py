@@ -15,6 +15,20 @@ from typing import Any, Literal
 DecidedBy = Literal["workers", "judge"]
 
 
+def probability_problem(label: str, p: object) -> str | None:
+    """Why ``p`` cannot be a label's probability (not a number, NaN, infinite, negative), or
+    None.  NaN compares false with every threshold, so a vote carrying it would pass any
+    confidence check: such a vote must be an abstention."""
+    import math
+    import numbers
+
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        return f"probability of {label!r} is not a number: {p!r}"
+    if not math.isfinite(p) or p < 0:
+        return f"probability of {label!r} is {p!r}"
+    return None
+
+
 @dataclass(frozen=True)
 class Item:
     """One input: an id and its named text fields (``text``, or ``text_a``/``text_b``), and the

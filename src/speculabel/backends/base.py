@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 from speculabel.errors import SpeculabelError
-from speculabel.records import Item, Vote
+from speculabel.records import Item, Vote, probability_problem
 from speculabel.tasks import Task
 
 
@@ -141,17 +141,15 @@ class FunctionBackend(Backend):
     def _vote(self, task: Task, d: Any, dt: float) -> Vote:
         """A returned distribution as a vote; anything unusable (not a mapping, NaN, negative
         or non-numeric values, no mass on any label) is an abstention saying why."""
-        import math
-        import numbers
-
         if not isinstance(d, dict):
             return Vote.abstain(self.spec, f"returned {type(d).__name__}, not a dict of "
                                            "label probabilities", latency_s=dt)
         values: dict[str, float] = {}
         for lab in task.label_names:
             p = d.get(lab, 0.0)
-            if isinstance(p, bool) or not isinstance(p, numbers.Real) or not math.isfinite(p) or p < 0:
-                return Vote.abstain(self.spec, f"probability of {lab!r} is {p!r}", latency_s=dt)
+            why = probability_problem(lab, p)
+            if why is not None:
+                return Vote.abstain(self.spec, why, latency_s=dt)
             values[lab] = float(p)
         total = sum(values.values())
         if total <= 0:

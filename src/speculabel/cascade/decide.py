@@ -12,13 +12,11 @@ models (the third worker under early exit through ``ask_third``) and hands the v
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from speculabel.policy import Decision, Policy
-from speculabel.records import Item, Record, Vote
+from speculabel.records import Item, Record, Vote, probability_problem
 from speculabel.tasks import Task
 
 JUDGE_ONLY = "judge only"
@@ -78,10 +76,9 @@ def vote_problem(vote: Vote) -> str | None:
     if vote.label is None:
         return None
     for lab, p in vote.probs.items():
-        if isinstance(p, bool) or not isinstance(p, numbers.Real):
-            return f"probability of {lab!r} is not a number: {p!r}"
-        if not math.isfinite(p) or p < 0:
-            return f"probability of {lab!r} is {p!r}"
+        why = probability_problem(lab, p)
+        if why is not None:
+            return why
     return None
 
 
