@@ -133,16 +133,16 @@ class AdaptiveCascade:
             rec = settle(Escalation(i, item, votes[i], decisions.get(i, _NONE), f"{RULE}: {why}"),
                          jv, rules)
             records.append(self._count(rec))
-            if jv.label is None:
+            if rec.label is None:
                 continue  # unavailable (a rerun decides it) or unanswerable: nothing learnt
             if ph in ("warmup-audit", "audit"):
                 seen = decisions.get(i)
                 audits.append(AuditRow(item_key(task, item), item.id, batch[i][0],
-                                       dict(item.fields), jv.label,
+                                       dict(item.fields), rec.label,
                                        seen.label if seen else None,
                                        bool(seen and seen.accepted)))
             else:
-                train.append((item, jv.label))
+                train.append((item, rec.label))
         self.state.add_audits(audits)  # before their records: a kill can only redo an audit
         if train:
             for lw in self.learners:

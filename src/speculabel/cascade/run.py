@@ -36,7 +36,6 @@ from speculabel.cascade.decide import (
     decide_batch,
     input_record,
     item_problem,
-    sane,
     settle,
     unjudged,
 )
@@ -117,17 +116,15 @@ def wrap_backend(backend: Backend, store: VoteCache | None,
 
 def ask(task: Task, backends: Sequence[Backend], items: Sequence[Item],
         parallel: bool) -> list[list[Vote]]:
-    """votes[w][i]: backend w's vote on item i (each checked by :func:`sane`), the backends
-    asked concurrently if ``parallel``."""
+    """votes[w][i]: backend w's vote on item i, the backends asked concurrently if
+    ``parallel`` (the decide core checks every vote: :func:`~speculabel.cascade.decide.sane`)."""
     if not items:
         return [[] for _ in backends]
     if parallel and len(backends) > 1:
         with ThreadPoolExecutor(max_workers=len(backends)) as pool:
             futures = [pool.submit(b.score, task, items) for b in backends]
-            raw = [f.result() for f in futures]
-    else:
-        raw = [b.score(task, items) for b in backends]
-    return [[sane(v) for v in col] for col in raw]
+            return [f.result() for f in futures]
+    return [b.score(task, items) for b in backends]
 
 
 class Cascade(Surface):
@@ -305,9 +302,10 @@ class Cascade(Surface):
         for start in range(0, len(escalations), self.batch_size):  # the judge's own batch
             part = escalations[start:start + self.batch_size]
             jvs = self._judge_votes([e.item for e in part])
-            records.extend(settle(e, jv, self.rules) for e, jv in zip(part, jvs, strict=True))
-            learned = [(e.item, jv.label) for e, jv in zip(part, jvs, strict=True)
-                       if jv.label is not None]
+            settled = [settle(e, jv, self.rules) for e, jv in zip(part, jvs, strict=True)]
+            records.extend(settled)
+            learned = [(e.item, rec.label) for e, rec in zip(part, settled, strict=True)
+                       if rec.label is not None]
             if learned:
                 for w in self.workers:
                     inner = unwrap(w)
