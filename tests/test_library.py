@@ -409,7 +409,7 @@ def test_a_file_run_from_python_resumes_where_it_stopped(tmp_path: object) -> No
             break  # a caller that stops: what was yielded is written
     assert run.saved == 10 and len(out.read_text().splitlines()) == 10
     again = classify_file(inp, out, cfg, votes=False, columns={"text": "text"}, id_column="id")
-    assert again.skipped == 10 and again.stats is not None
+    assert again.skipped == 10 and again.saved == 20 and again.stats is not None
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert ids == [f"r{i}" for i in range(30)]
     bad = json.loads(out.read_text().splitlines()[7])

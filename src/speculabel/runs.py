@@ -61,14 +61,19 @@ class FileRun:
                    "id_column": id_column},
         )
         self.results = ResultsFile(self.output, run, allow_changed_run=allow_changed_run)
+        self._held = int(self.results.saved)  # records the file held before this run
         self.todo = [r for r in self.rows if not self.results.is_done(r)]
         self.skipped = len(self.rows) - len(self.todo)
         self.items = [r for r in self.todo if isinstance(r, Item)]
         self.bad_rows = [r for r in self.todo if isinstance(r, RowError)]
-        self.saved = 0  # records written by this run
         self.stats: Any = None  # the cascade's stats once it runs
         self.statement: str | None = None  # an adaptive run's certified statement
         self.session: Any = None  # an adaptive run's session (report, its path)
+
+    @property
+    def saved(self) -> int:
+        """Records this run has written (the file's count less what it held when opened)."""
+        return int(self.results.saved) - self._held
 
     @property
     def dropped_retryable(self) -> int:
@@ -80,15 +85,12 @@ class FileRun:
 
         with deferred():  # a Ctrl-C never cuts a record in two or miscounts it
             self.results.write(record)
-            self.saved += 1
 
     def _write_bad(self, bad: RowError) -> Record:
         from speculabel.interrupt import deferred
 
         with deferred():
-            self.results.write_bad_row(bad)
-            self.saved += 1
-        return Record(bad.id, None, None, error=bad.error, error_kind="input", row=bad.row)
+            return self.results.write_bad_row(bad)
 
     def records(self, store: Any = None, note: Note = lambda m: None) -> Iterator[Record]:
         """Decide what is left, yielding each record once it is written.  ``store``: a vote

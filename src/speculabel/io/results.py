@@ -287,8 +287,11 @@ class ResultsFile:
         elif record.row is not None:
             self._bad_rows.add(record.row)
 
-    def write_bad_row(self, bad: RowError) -> None:
-        self.write(Record(bad.id, None, None, error=bad.error, error_kind="input", row=bad.row))
+    def write_bad_row(self, bad: RowError) -> Record:
+        """Write a bad row's ``input`` record; the record written."""
+        record = Record(bad.id, None, None, error=bad.error, error_kind="input", row=bad.row)
+        self.write(record)
+        return record
 
     def export(self) -> None:
         """Write the table (``-o x.parquet`` / ``.csv``) from the journal; JSON Lines: no-op."""
