@@ -29,6 +29,7 @@ class MiniLMEmbedder:
         self.device = device
         self._model: Any = None
         self.version = ""
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def _load(self) -> Any:
         if self._model is None:
@@ -58,7 +59,7 @@ class MiniLMEmbedder:
     max_cached = 100_000
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        cache = self.__dict__.setdefault("_cache", OrderedDict())
+        cache = self._cache
         keys = [text_key(t) for t in texts]
         todo = list(dict.fromkeys(k for k in keys if k not in cache))
         if todo:
@@ -82,7 +83,7 @@ class MiniLMEmbedder:
 
     def forget(self) -> None:
         """Drop the shared cache (a timed run starts cold)."""
-        self.__dict__.pop("_cache", None)
+        self._cache = OrderedDict()
 
 
 _SHARED: dict[tuple[int, str], MiniLMEmbedder] = {}
