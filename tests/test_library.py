@@ -112,6 +112,7 @@ def test_a_judge_down_for_one_item_in_three_still_gives_every_item_a_record() ->
         cascade(Flaky()).classify(items, on_pending="raise")
     assert sorted(e.value.ids, key=int) == sorted((r.id or "" for r in pending), key=int)
     assert isinstance(e.value, SpeculabelError) and "undecided" in str(e.value)
+    assert [r.id for r in e.value.records] == [it.id for it in items]
 
 
 def test_a_judge_that_comes_back_within_the_retry_budget_decides_everything() -> None:

@@ -8,6 +8,8 @@ that caught those still works.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SpeculabelError(Exception):
     """Base of every error the package raises on purpose (bad input, settings, models, files)."""
@@ -16,8 +18,10 @@ class SpeculabelError(Exception):
 class PendingError(SpeculabelError):
     """Items were left undecided (the judge was unavailable after its retries); ``ids`` names them."""
 
-    def __init__(self, ids: list[str], message: str | None = None) -> None:
+    def __init__(self, ids: list[str], message: str | None = None,
+                 records: list[Any] | None = None) -> None:
         self.ids = list(ids)
+        self.records = list(records or [])  # every record of the call, the pending ones too
         shown = ", ".join(repr(i) for i in self.ids[:10])
         more = f" and {len(self.ids) - 10} more" if len(self.ids) > 10 else ""
         super().__init__(message or f"{len(self.ids)} items left undecided because the judge was "

@@ -209,9 +209,7 @@ class Cascade(Surface):
             out.append(rec)
         pending = [r.id or "" for r in out if r.error_kind == "no_judge" and r.judge_vote]
         if pending and on_pending == "raise":
-            err = PendingError(pending)
-            err.records = out  # type: ignore[attr-defined]
-            raise err
+            raise PendingError(pending, records=out)
         return out
 
     def classify_iter(self, items: Iterable[Item], *, ordered: bool = True) -> Iterator[Record]:
