@@ -165,3 +165,27 @@ def test_an_unavailable_judge_leaves_retryable_records_that_a_rerun_fills(
                                state=tmp_path / "s.json", batch_size=1)
     assert not [r for r in again.records if r.label is None]
     assert again.certificate == out.certificate  # the certificate is never re-issued
+
+
+def test_plain_texts_in_and_records_in_input_order_with_bad_inputs_at_their_place() -> None:
+    items, truth = _stream(300, seed=2)
+    texts: list[object] = [it.fields["text"] for it in items]
+    texts[7] = None
+    texts[100] = float("nan")
+    by_text = {it.fields["text"]: truth[str(it.id)] for it in items}
+
+    def fn(task: Task, its: Sequence[Item]) -> list[dict[str, float]]:
+        return [{by_text[it.fields["text"]]: 1.0} for it in its]
+
+    out = classify_certified("sentiment", [_lexicon()], FunctionBackend("judge", fn), texts,
+                             target=0.8)
+    assert [r.id for r in out.records] == [str(i) for i in range(300)]
+    assert out.records[7].error_kind == "input" and out.records[100].error_kind == "input"
+    assert all(r.label is not None for k, r in enumerate(out.records) if k not in (7, 100))
+    assert out.certificate is not None and out.certificate["n_items"] == 298
+    assert len(out.labels) == 300
+    from speculabel import SpeculabelError
+
+    with pytest.raises(SpeculabelError, match="target"):
+        classify_certified("sentiment", [_lexicon()], FunctionBackend("judge", fn), texts,
+                           target=1.5)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,14 @@ import numpy as np
 from speculabel.backends.base import Backend, unwrap
 from speculabel.backends.learner.base import LearningWorker
 from speculabel.cascade.config import AdaptiveSettings
-from speculabel.cascade.decide import Escalation, Rules, decide_batch, settle
+from speculabel.cascade.decide import (
+    Escalation,
+    Rules,
+    decide_batch,
+    input_record,
+    item_problem,
+    settle,
+)
 from speculabel.cascade.run import CascadeStats, ask
 from speculabel.certify.finite import CutCertificate
 from speculabel.certify.rank import rank_order
@@ -143,7 +150,11 @@ class FiniteRun:
             raise ValueError("an adaptive run over a file certifies scope dataset; for scope "
                              "workers use --adaptive-method stream")
         self.task, self.workers, self.judge = task, list(workers), judge
-        self.settings, self.items, self.state = settings, list(items), state
+        self.settings, self.state = settings, state
+        # an item that is not a valid input gets an input record and takes no part
+        self.bad = [(it, p) for it, p in ((it, item_problem(task, it)) for it in items) if p]
+        bad_ids = {id(it) for it, _ in self.bad}
+        self.items = [it for it in items if id(it) not in bad_ids]
         self.batch_size, self.note = max(1, batch_size), note
         self.learners = [w for w in (unwrap(b) for b in self.workers)
                          if isinstance(w, LearningWorker) and not w.frozen]
@@ -181,6 +192,9 @@ class FiniteRun:
     def run(self, done: set[str] | frozenset[str] = frozenset()) -> Iterator[Record]:
         """Every item's record (those whose id is in ``done`` are decided but not yielded)."""
         rules = Rules(SOFT_VOTE, len(self.workers))
+        for it, problem in self.bad:
+            if str(it.id) not in done:
+                yield self._count(input_record(it, problem))
         by_id = {str(it.id): it for it in self.items}
         n = len(self.items)
         # 1. fit
@@ -281,6 +295,8 @@ class FiniteRun:
             kept_n = res.certificate.cut
             cert = res.certificate.to_json()
         self.state.certificate = {"target": s.target, "delta": s.delta, "n_items": n,
+                                  "order": "soft vote, ties by BLAKE2b(id, tie_key)",
+                                  "tie_key": tie_key(s),
                                   "fit": len(self.state.fit_ids), "ranked": m,
                                   "allowed_disagreements": max(0, allowed), "kept": kept_n,
                                   "labels_bought": sum(i in self.state.votes for i in ids),
@@ -329,19 +345,40 @@ class CertifiedLabels:
         return [r.label for r in self.records]
 
 
-def classify_certified(task: Task, workers: Sequence[Backend], judge: Backend,
-                       items: Sequence[Item], *, target: float = 0.85, delta: float = 0.1,
+def classify_certified(task: Task | str, workers: Sequence[Backend | str], judge: Backend | str,
+                       items: Iterable[Any], *, target: float = 0.85, delta: float = 0.1,
                        fit: int | None = None, seed: int = 0, batch_size: int = 8,
                        state: str | Path | None = None) -> CertifiedLabels:
-    """Label a finite list of items with a certified whole-data agreement with the judge (the
-    module docstring says how, and what exactly is certified).  ``state``: a JSON file that
-    makes the run resumable (the judge's answers bought so far)."""
+    """Label a finite list of items (texts, dicts, pairs or :class:`Item`) with a certified
+    whole-data agreement with the judge: the module docstring says how, and what exactly is
+    certified.  Records come back in input order.  ``state``: a JSON file that makes the run
+    resumable (the judge's answers bought so far, the certificate).
+
+        out = classify_certified("sentiment", ["vader", "learner:minilm"], "qwen2.5-1.5b",
+                                 df["text"], target=0.85)
+        df["label"] = out.labels
+    """
+    from speculabel.backends.registry import load_backend
+    from speculabel.cascade.surface import as_items
+    from speculabel.errors import SpeculabelError
+    from speculabel.tasks import load_task
+
+    the_task = load_task(task) if isinstance(task, str) else task
     settings = AdaptiveSettings(target=target, delta=delta, seed=seed, fit=fit)
-    settings.check()
-    ids = [str(it.id) for it in items]
-    if len(set(ids)) != len(ids) or any(it.id is None for it in items):
-        raise ValueError("classify_certified needs a unique id on every item")
-    st = FiniteState.open(Path(state) if state is not None else None, len(items), settings)
-    run = FiniteRun(task, workers, judge, settings, items, st, batch_size=batch_size)
-    got = {str(r.id): r for r in run.run()}
+    try:
+        settings.check()
+    except ValueError as e:
+        raise SpeculabelError(str(e)) from e
+    its = list(as_items(the_task, items))
+    ids = [str(it.id) for it in its]
+    if len(set(ids)) != len(ids) or any(it.id is None for it in its):
+        raise SpeculabelError("classify_certified needs a unique id on every item")
+    models = [load_backend(w) if isinstance(w, str) else w for w in workers]
+    judge_b = load_backend(judge) if isinstance(judge, str) else judge
+    st = FiniteState.open(Path(state) if state is not None else None, len(its), settings)
+    run = FiniteRun(the_task, models, judge_b, settings, its, st, batch_size=batch_size)
+    try:
+        got = {str(r.id): r for r in run.run()}
+    finally:
+        run.close()
     return CertifiedLabels([got[i] for i in ids], statement(st), st.certificate, run.stats)
