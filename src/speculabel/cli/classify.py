@@ -140,8 +140,8 @@ def classify(
     engine: Annotated[
         str,
         typer.Option(help="local: this process; ray: a Ray Data pipeline (a local Ray instance, "
-                          "or the cluster at --address), one actor pool per model, OUTPUT a "
-                          "directory of shards. Needs pip install 'speculabel[ray]'."),
+                          "or the cluster at --address), actor pools for the models (see --fused), OUTPUT "
+                          "a directory of shards. Needs pip install 'speculabel[ray]'."),
     ] = "local",
     address: Annotated[
         str | None,
@@ -172,6 +172,14 @@ def classify(
     ] = None,
     shard_format: Annotated[
         str | None, typer.Option(help="--engine ray: jsonl or parquet shards [default: jsonl].")
+    ] = None,
+    fused: Annotated[
+        bool | None,
+        typer.Option("--fused/--no-fused",
+                     help="--engine ray: every model in one actor (--pool-size of them), each "
+                          "batch through all steps in that process, or one actor pool per model "
+                          "[default: fused when per-model actors would get under one CPU "
+                          "each].")
     ] = None,
 ) -> None:
     """Label a table with the cascade; one JSON record per row in OUTPUT.
@@ -214,7 +222,7 @@ def classify(
     ray_flags: dict[str, Any] = {
         "address": address, "pool_size": pool_size, "judge_pool_size": judge_pool_size,
         "cpus_per_actor": cpus_per_actor, "judge_cpus_per_actor": judge_cpus_per_actor,
-        "shard_rows": shard_rows, "shard_format": shard_format,
+        "shard_rows": shard_rows, "shard_format": shard_format, "fused": fused,
     }
     try:
         data = read_config_data(config) if config else {}
