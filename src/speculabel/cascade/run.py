@@ -21,6 +21,7 @@ that learn (:class:`Learner`) are given the judge's labels as they come.
 from __future__ import annotations
 
 import time
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -58,7 +59,8 @@ class CascadeStats:
     pending: int = 0
     errors: int = 0
     truncated: int = 0
-    latencies: list[float] = field(default_factory=list)
+    #: 8 bytes a record (an array of doubles, not a list of floats: a long run stays small)
+    latencies: array[float] = field(default_factory=lambda: array("d"))
     wall_s: float = 0.0
     pending_ids: list[str] = field(default_factory=list)
 
