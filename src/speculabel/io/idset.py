@@ -20,7 +20,7 @@ KEY_BYTES = 16
 #: an empty key: a row that has no id of its own (never a real key: those end in 0x01)
 NO_KEY = b"\0" * KEY_BYTES
 #: pending keys merged into the sorted array at this many (bounds the Python-object buffer)
-MERGE_AT = 1 << 16
+MERGE_AT = 1 << 13
 
 
 def id_key(item_id: str) -> bytes:

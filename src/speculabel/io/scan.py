@@ -150,6 +150,7 @@ class TableScan:
                 key = bytes(keys[r])
                 if key in met:
                     need.append(r + 1)
+                    self._kinds[r] = 0  # read as an item above, a duplicate is a bad row
                 met.add(key)
         if not need:
             return
