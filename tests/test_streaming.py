@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import needs
 from speculabel import Cascade, FunctionBackend, make_policy
 from speculabel.cascade.config import make_config
 from speculabel.io.idset import IdSet, id_key
@@ -135,3 +136,53 @@ def test_idset_merges_and_finds(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(s) == 50 and "x49" in s and "x50" not in s and 3 not in s
     keys = np.array([id_key("x0"), id_key("y"), id_key("x20")], dtype="S16")
     assert s.contains_keys(keys).tolist() == [True, False, True]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_table_written_from_the_journal_in_groups(tmp_path: Path, suffix: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table is written from the journal a group of rows at a time, every record in
+    order, and a resumed file keeps them (the journal read back a line at a time)."""
+    import csv
+
+    import speculabel.io.export as export
+    from speculabel.io.results import ResultsFile
+    from speculabel.records import Record
+
+    if suffix == ".parquet":
+        needs.module("pyarrow", needs.PARQUET)
+    monkeypatch.setattr(export, "GROUP", 2)
+    out = tmp_path / f"out{suffix}"
+    with ResultsFile(out, fsync=False) as rf:
+        for i in range(5):
+            rf.write(Record(f"r{i}", "positive", "judge"), sync=False)
+    with ResultsFile(out) as rf:
+        assert len(rf.ids) == 5 and "r4" in rf and "r5" not in rf
+        rf.write(Record("r5", "negative", "workers"))
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        ids = pq.read_table(out).column("id").to_pylist()
+    else:
+        ids = [r["id"] for r in csv.DictReader(out.open(encoding="utf-8"))]
+    assert ids == [f"r{i}" for i in range(6)]
+
+
+def test_memory_bench_checks_and_table(tmp_path: Path) -> None:
+    """The bench's own checks: every id once (a missing or repeated id is an error), and the
+    growth per 100k rows from the smallest run."""
+    from speculabel.bench.memory import check_output, format_table, slopes
+
+    out = tmp_path / "o.jsonl"
+    out.write_text("".join(json.dumps({"id": f"t{i}"}) + "\n" for i in range(3)))
+    assert check_output(out, 3) == 3
+    with pytest.raises(ValueError, match="ids missing"):
+        check_output(out, 4)
+    out.write_text("".join(json.dumps({"id": i}) + "\n" for i in ["t0", "t1", "t1"]))
+    with pytest.raises(ValueError, match="twice"):
+        check_output(out, 3)
+    runs = [{"rows": 100_000, "seconds": 1.0, "peak_rss_mb": 60.0},
+            {"rows": 1_000_000, "seconds": 9.0, "peak_rss_mb": 87.0}]
+    slopes(runs)
+    assert runs[0]["mb_per_100k_rows"] is None and runs[1]["mb_per_100k_rows"] == 3.0
+    assert "1,000,000" in format_table({"runs": runs})
