@@ -79,6 +79,8 @@ class FileRun:
         self.stats: Any = None  # the cascade's stats once it runs
         self.statement: str | None = None  # an adaptive run's certified statement
         self.session: Any = None  # an adaptive run's session (report, its path)
+        self._started = False
+        self._last_row = 0  # the row of the last record a streamed run wrote
 
     # The input as lists, read when first asked for (into memory): the adaptive path uses them.
     @cached_property
@@ -111,22 +113,39 @@ class FileRun:
         """Records of a retryable error (judge unavailable) that this run decides again."""
         return self.results.dropped_retryable
 
-    def _write(self, record: Record, sync: bool = True) -> None:
+    def _write(self, record: Record, streamed: bool = False) -> None:
+        """Write a record.  ``streamed``: fsynced with its batch, and its id not kept in memory
+        (the rows are distinct and come in order, checked here)."""
         from speculabel.interrupt import deferred
 
+        if streamed:
+            self._in_order(record.row)
         with deferred():  # a Ctrl-C never cuts a record in two or miscounts it
-            self.results.write(record, sync=sync)
+            self.results.write(record, sync=not streamed, remember=not streamed)
 
-    def _write_bad(self, bad: RowError, sync: bool = True) -> Record:
+    def _write_bad(self, bad: RowError, streamed: bool = False) -> Record:
         from speculabel.interrupt import deferred
 
+        if streamed:
+            self._in_order(bad.row)
         with deferred():
-            return self.results.write_bad_row(bad, sync=sync)
+            return self.results.write_bad_row(bad, sync=not streamed, remember=not streamed)
+
+    def _in_order(self, row: int | None) -> None:
+        """A streamed run writes one record a row, rows rising: then no id comes twice."""
+        if row is None or row <= self._last_row:
+            raise RuntimeError(f"{self.output}: a record for row {row} after row {self._last_row}"
+                               " (each row is decided once, in order)")
+        self._last_row = row
 
     def records(self, store: Any = None, note: Note = lambda m: None) -> Iterator[Record]:
         """Decide what is left, yielding each record once it is written.  ``store``: a vote
         store (:class:`~speculabel.io.votes.VoteStore`) or None; ``note``: where progress notes
-        go.  The output stays locked while this runs."""
+        go.  The output stays locked while this runs; a run decides once (a second call
+        raises: make a new :class:`FileRun` to resume)."""
+        if self._started:
+            raise RuntimeError("FileRun.records() runs once; make a new FileRun to resume")
+        self._started = True
         with self.results:
             if self.cfg.adaptive:  # no input order to keep
                 for bad in self.bad_rows:
@@ -136,7 +155,8 @@ class FileRun:
             elif not self.n_items:  # bad rows only: no model is loaded
                 for entry in self._todo_entries():
                     if isinstance(entry, RowError):
-                        yield self._write_bad(entry)
+                        yield self._write_bad(entry, streamed=True)
+                self.results.sync()
             else:
                 yield from self._cascade(store, note)
 
@@ -165,11 +185,11 @@ class FileRun:
             for rec in cascade.classify_iter(items()):
                 out[0] -= 1
                 while held and rec.row is not None and held[0].row < rec.row:
-                    yield self._write_bad(held.popleft(), sync=False)
-                self._write(rec, sync=False)
+                    yield self._write_bad(held.popleft(), streamed=True)
+                self._write(rec, streamed=True)
                 yield rec
             while held:
-                yield self._write_bad(held.popleft(), sync=False)
+                yield self._write_bad(held.popleft(), streamed=True)
             self.results.sync()
         finally:
             cascade.close()

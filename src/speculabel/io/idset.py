@@ -54,12 +54,16 @@ class IdSet:
         return out
 
     @classmethod
-    def from_keys(cls, buf: bytes | bytearray) -> IdSet:
-        """The set of concatenated keys (repeats and :data:`NO_KEY` ignored)."""
+    def from_keys(cls, buf: bytearray) -> IdSet:
+        """The set of concatenated keys (repeats and :data:`NO_KEY` ignored), sorted in place
+        in ``buf``'s memory (kept: no copy when the keys are distinct)."""
         import numpy as np
 
         arr = keys_array(buf)
-        return cls.from_sorted(np.unique(arr[arr != b""]))
+        arr.sort()
+        if len(arr) and (arr[0] == b"" or bool((arr[1:] == arr[:-1]).any())):
+            arr = np.unique(arr[arr != b""])
+        return cls.from_sorted(arr)
 
     def __len__(self) -> int:
         return len(self._sorted) + len(self._new)

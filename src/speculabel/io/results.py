@@ -311,9 +311,12 @@ class ResultsFile:
             raise self._write_failed(self.journal, e) from None
         self._unsynced = False
 
-    def write(self, record: Record, *, sync: bool = True) -> None:
+    def write(self, record: Record, *, sync: bool = True, remember: bool = True) -> None:
         """Append one record (written before this returns, so a killed process keeps it);
-        ``sync=False`` leaves the fsync to :meth:`sync` (a power cut may lose it then)."""
+        ``sync=False`` leaves the fsync to :meth:`sync` (a power cut may lose it then).  A
+        record of an id already in the file is refused (ValueError).  ``remember=False``: a
+        caller that knows its ids are distinct (a streamed run: one record a row, rows in
+        order) keeps this run's ids out of memory; only the file's earlier ones are checked."""
         key = id_key(record.id) if record.id is not None else None
         if key is not None and self._ids.has_key(key):
             raise ValueError(f"record {record.id!r} already written to {self.journal}")
@@ -327,14 +330,15 @@ class ResultsFile:
         self.saved += 1
         self._changed = True
         if key is not None:
-            self._ids.add_key(key)
+            if remember:
+                self._ids.add_key(key)
         elif record.row is not None:
             self._bad_rows.add(record.row)
 
-    def write_bad_row(self, bad: RowError, *, sync: bool = True) -> Record:
+    def write_bad_row(self, bad: RowError, *, sync: bool = True, remember: bool = True) -> Record:
         """Write a bad row's ``input`` record; the record written."""
         record = Record(bad.id, None, None, error=bad.error, error_kind="input", row=bad.row)
-        self.write(record, sync=sync)
+        self.write(record, sync=sync, remember=remember)
         return record
 
     def export(self) -> None:
