@@ -8,12 +8,14 @@ that is killed, loses nothing finished and a rerun does nothing twice.  The jour
 once a batch, before the next batch is decided (a power cut loses at most the batch in hand,
 which a rerun decides again).
 
-**Memory is flat in the input's length:** the input is streamed (read twice, see
-:mod:`speculabel.io.scan`), the cascade decides it a batch at a time and records go straight to
-the file; what grows is 16 bytes a row of ids (:mod:`speculabel.io.idset`: the results file's,
-for resume and the duplicate check; the scan's, freed before the run) and the cascade's latency
-list (8 bytes a record).  Adaptive runs (``cfg.adaptive``) go through :mod:`speculabel.adaptive`
-and hold the input and the records in memory (their order is a permutation of the whole input).
+**Memory is flat in the input's length:** the input is streamed (:mod:`speculabel.io.scan`:
+scanned once before any model loads, 8 bytes a row for a moment, then read as the cascade asks),
+decided a batch at a time, and each record goes straight to the file; the run keeps none of its
+own ids (one record a row, rows rising: checked) and its latencies in bounded memory.  What
+stays is the ids of the records a resumed file already held (16 bytes each,
+:mod:`speculabel.io.idset`), and a string per bad row that needs an id or id that repeats.
+Adaptive runs (``cfg.adaptive``) go through :mod:`speculabel.adaptive` and hold the input and
+the records in memory (their order is a permutation of the whole input).
 The CLI only adds the progress bar and the messages::
 
     run = FileRun("tweets.csv", "out.jsonl", load_config("cascade.toml"),

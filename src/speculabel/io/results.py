@@ -11,7 +11,8 @@ fsynced with it, or once a batch with ``write(..., sync=False)`` and :meth:`Resu
 file is created with the first record, so a run that fails before deciding anything leaves
 nothing behind.  Nothing holds the records: the file is read and rewritten a line at a time
 (:mod:`speculabel.io.journal`), and what stays in memory is one 16-byte key per id
-(:mod:`speculabel.io.idset`), for resume and for refusing a second record of an id.
+(:mod:`speculabel.io.idset`), for resume and for refusing a second record of an id (a streamed
+run, whose ids are distinct by construction, keeps only those the file held before it).
 
 On restart the file is read back, in this order, so that nothing is ever lost or mixed:
 
