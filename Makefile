@@ -95,7 +95,7 @@ bench-serve:
 
 # Memory flat in the input's length: classify (VADER alone, no LLM, no vote store) over
 # 100,000 and 1,000,000 TweetEval rows, each run's peak RSS and every id checked once
-# (about 10 minutes on 2 cores).  MEMORY_ARGS=--rows 20000 for a quick look.
+# (a few minutes on 2 cores).  MEMORY_ARGS=--rows 20000 for a quick look.
 MEMORY_ARGS ?=
 bench-memory:
 	$(PYBIN) scripts/memory_bench.py --out bench-out/memory.json $(MEMORY_ARGS)
