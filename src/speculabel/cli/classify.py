@@ -269,7 +269,7 @@ def classify(
         echo_note(f"{frun.dropped_retryable} records of a retryable error are decided again",
                   quiet)
     if frun.skipped:
-        echo_note(f"resuming: {frun.skipped} of {len(frun.rows)} rows already in {out_path}",
+        echo_note(f"resuming: {frun.skipped} of {frun.n_rows} rows already in {out_path}",
                   quiet)
     _run(frun, out_path, votes, no_votes, quiet)
 
@@ -297,14 +297,14 @@ def _run(frun: Any, out_path: Path, votes: Path | None, no_votes: bool, quiet: b
     from speculabel.io.votes import VoteStoreError
     from speculabel.models import ModelError
 
-    if not frun.items:
+    if not frun.n_items:
         for _ in frun.records():  # the bad rows' records, if any
             pass
-        typer.echo(f"nothing to do: all {len(frun.rows)} rows are in {out_path}")
+        typer.echo(f"nothing to do: all {frun.n_rows} rows are in {out_path}")
         return
     store = _open_votes(votes, no_votes)
     try:
-        run_with_progress(frun.records(store, lambda m: echo_note(m, quiet)), len(frun.todo),
+        run_with_progress(frun.records(store, lambda m: echo_note(m, quiet)), frun.n_todo,
                           _Live(frun), lambda rec: None, quiet)
     except KeyboardInterrupt as e:
         raise stopped(e, frun.saved, out_path) from None
@@ -328,7 +328,7 @@ def _run(frun: Any, out_path: Path, votes: Path | None, no_votes: bool, quiet: b
         echo_note(f"judge calls {'-' if rate is None else f'{rate:.1%}'} of "
                   f"{session.report.get('items')} items; per window, looks and the audit in "
                   f"{session.report_path}", quiet)
-    _finish(frun.stats, len(frun.bad_rows), out_path)
+    _finish(frun.stats, frun.n_bad, out_path)
 
 
 def _finish(stats: Any, n_errors: int, out_path: Path) -> None:
