@@ -189,7 +189,8 @@ def to_measure(analysis: Mapping[str, Any]) -> list[dict[str, Any]]:
     configs = list(analysis.get("selected") or [])
     for key, row in ((analysis.get("certified") or {}).get("best") or {}).items():
         cfg = row.get("held")
-        if cfg and cfg["key"] not in {c["key"] for c in configs}:
+        # a rank cut (whole-data targets) is no threshold rule a live cascade replays
+        if cfg and cfg.get("measurable", True) and cfg["key"] not in {c["key"] for c in configs}:
             configs.append({**cfg, "certified_target": key})
     return configs
 

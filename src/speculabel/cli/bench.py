@@ -184,12 +184,14 @@ def register(app: typer.Typer) -> None:
         Agreement of every model with every other and with gold; coverage, agreement, judge
         calls and speedup of every worker pair and triple under majority, unanimous and
         confident-majority; certified cascades (every set of one to three workers, workers that
-        learn included: certified on one share of the items for whole-data agreement 0.80 /
-        0.85 / 0.90, agreement 0.90 on the workers' share and gold accuracy at most 0.01 / 0.02
-        below the judge's, measured on a held-out share, the guarantee checked over random
-        re-splits); then the real cascade of the best configurations against the judge alone on
-        held-out items. Votes are cached in the vote store: rerunning continues where it stopped
-        and costs no model call for what is stored. Writes OUT/report.{json,md,html} and plots.
+        learn included: whole-data agreement 0.80 / 0.85 / 0.90 certified on all the evaluation
+        items as classify --adaptive does, a rank cut bought with judge labels, checked over
+        seeds of the label draw; agreement 0.90 on the workers' share and gold accuracy at most
+        0.01 / 0.02 below the judge's certified on one share and measured on a held-out share,
+        checked over random re-splits); then the real cascade of the best threshold
+        configurations against the judge alone on held-out items. Votes are cached in the vote
+        store: rerunning continues where it stopped and costs no model call for what is stored.
+        Writes OUT/report.{json,md,html} and plots.
         """
         from speculabel.backends.base import BackendError
         from speculabel.bench.core import report_from_store, run_bench

@@ -119,9 +119,9 @@ def _plot_certified(a: dict[str, Any], path: Path) -> None:
             pts.sort()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
         ax.set_xlabel(f"certified whole-data agreement with the judge (delta {cert['delta']:g})")
-        ax.set_ylabel("judge-call rate on held-out items")
+        ax.set_ylabel("judge-call rate (labels bought included)")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title("Judge calls needed for each target (1.0 = no threshold certified)")
+        ax.set_title("Judge calls needed for each target (1.0 = no cut certified)")
         ax.legend(fontsize=7, loc="upper left")
         ax.grid(alpha=0.3)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from speculabel.report.format import mode, ms, pct, signed_pct, times
 from speculabel.report.plots import write_plots
-from speculabel.report.tables import measured_speedup, tables, target_name
+from speculabel.report.tables import cut_name, measured_speedup, tables, target_name
 
 
 def _headline(a: dict[str, Any]) -> list[str]:
@@ -67,9 +67,11 @@ def _headline(a: dict[str, Any]) -> list[str]:
         c = r["held"]
         lines.append(
             f"- certified {target_name(scope, t)} (delta {cert['delta']:g}): "
-            f"{' + '.join(r['workers'])} at {r['threshold']:g}: judge calls "
-            f"{pct(c['judge_call_rate'])} on held-out items, speedup {times(c['speedup'])} "
-            f"computed / {measured_speedup(a, r['workers'], c['rule'])} measured"
+            f"{' + '.join(r['workers'])} at {cut_name(r)}: judge calls "
+            f"{pct(c['judge_call_rate'])} on {'all' if r.get('cut') else 'held-out'} "
+            f"items{' (labels bought included)' if r.get('cut') else ''}, speedup "
+            f"{times(c['speedup'])} computed"
+            + ("" if r.get("cut") else f" / {measured_speedup(a, r['workers'], c['rule'])} measured")
             + (f", accuracy {pct(c.get('e2e_accuracy'))} (judge {pct(c.get('judge_accuracy'))})"
                if c.get("e2e_accuracy") is not None else "")
         )
