@@ -118,13 +118,19 @@ def test_whole_data_targets_are_certified_on_the_whole_input_as_classify_adaptiv
         assert h["e2e_agreement"] == pytest.approx(1 - miss / 700)
         assert h["e2e_agreement"] >= 0.85
         assert h["measurable"] is False
-        sc = r["split_check"]
-        assert sc["splits"] == 10 and sc["population_violation_rate"] <= 0.1
-        assert sc["worst_test_value"] is not None and sc["mean_test_value"] >= 0.85
     both = next(r for r in rows if len(r["workers"]) == 2)
     assert both["held"]["speedup"] > 1 and both["held"]["coverage"] > 0.3
-    assert res["best"]["dataset@0.85"]["held"]["speedup"] >= both["held"]["speedup"]
-    assert res["guarantee_held"]
+    top = res["best"]["dataset@0.85"]
+    assert top["held"]["speedup"] >= both["held"]["speedup"]
+    # the guarantee check (seeds of the label draw) runs for the set reported, and only for it
+    for r in rows:
+        sc = r["split_check"]
+        if r["workers"] != top["workers"]:
+            assert sc["splits"] == 0 and sc["population_violation_rate"] is None
+            continue
+        assert sc["splits"] == 10 and sc["population_violation_rate"] <= 0.1
+        assert sc["worst_test_value"] is not None and sc["mean_test_value"] >= 0.85
+    assert res["guarantee_held"] and "dataset" in res["max_violation_by_scope"]
 
 
 def test_whole_data_check_counts_misses() -> None:

@@ -204,7 +204,8 @@ def _certified_tables(a: dict[str, Any], gold: bool) -> list[Table]:
         f"certified with probability >= {1 - d:g} by buying the judge's stored labels in "
         f"batches; judge calls include the labels bought, every number is of that run on those "
         f"items, and the violation rate is the share of {cert['splits']} seeds of the label "
-        f"draw whose realised agreement misses the target (a rank cut is not measured live). "
+        f"draw whose realised agreement misses the target, checked for the worker set shown (a "
+        f"rank cut is not measured live). "
         f"Other targets: the fastest worker set whose threshold is certified on the certify "
         f"share ({sizes['certify']} items) with probability >= {1 - d:g}; every number after "
         f"'threshold' is measured on the held-out share ({sizes['held']} items) it never saw. "
@@ -213,7 +214,8 @@ def _certified_tables(a: dict[str, Any], gold: bool) -> list[Table]:
         f"each model's stored cost per item; measured: the real cascade against the judge alone "
         f"on the same held-out items. Violation rate: over {cert['splits']} random re-splits of "
         f"certify + held-out into halves, the share of splits whose certified threshold misses "
-        f"the target on both shares together; the largest per scope over every worker set: "
+        f"the target on both shares together; the largest per scope over every worker set (whole-"
+        f"data targets: over the sets shown): "
         f"{worst} (must be <= {100 * d:g} %: {held}).",
     )]
     rows = []
