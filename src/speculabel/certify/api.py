@@ -134,6 +134,9 @@ def calibrate(
     fit_fraction: float | str | Sequence[float] | None = None,
     method: str = "fixed-sequence",
     seed: int = 0,
+    buy: str = "all",
+    first: int | None = None,
+    volume: int | None = None,
 ) -> Certificate:
     """Certify a threshold for these workers on these items.
 
@@ -147,6 +150,12 @@ def calibrate(
     1 - ``delta`` over the draw of the items; ``fit_fraction="auto"`` (the default when a worker
     learns) tries the shares of :data:`speculabel.certify.fitsplit.CANDIDATES` at ``delta / m``
     each and keeps the best (see :mod:`speculabel.certify.fitsplit`).
+
+    ``buy="sequential"`` (with ``judge`` and no labels): the judge labels a growing random
+    sample (``first`` items, doubled at each look) until more labels stop adding certified
+    coverage (weighed against ``volume``, the items you will classify, when given), at
+    ``delta`` over all looks (see :mod:`speculabel.certify.buying`); the
+    certificate's ``extra`` says how many labels were bought.
     """
     from speculabel.backends.base import unwrap
     from speculabel.backends.learner.base import LearningWorker
@@ -177,6 +186,19 @@ def calibrate(
     for name, labs in (("references", references), ("judge_labels", judge_labels)):
         if labs is not None and len(labs) != n:
             raise CalibrationError(f"{name}: {len(labs)} labels for {n} items")
+
+    if buy not in ("all", "sequential"):
+        raise CalibrationError(f"buy must be 'all' or 'sequential', got {buy!r}")
+    if buy == "sequential":
+        from speculabel.certify.buying import FIRST, calibrate_buying
+
+        if judge_b is None or references is not None or judge_labels is not None:
+            raise CalibrationError("buy='sequential' buys the judge's labels: give judge= and "
+                                   "no references= / judge_labels=")
+        return calibrate_buying(the_task, models, its, judge_b, scope=scope, target=target,
+                                delta=delta, first=FIRST if first is None else first,
+                                volume=volume, seed=seed, policy=policy, fit_fraction=fit_fraction,
+                                method=method)
 
     def asked() -> list[str | None]:
         if judge_b is None:

@@ -1,0 +1,139 @@
+"""calibrate(buy="sequential"): the judge labels a growing random sample until more labels stop
+paying; the statement stays at the overall delta; workers are asked once per item; a learning
+worker runs with the fit of the look that was kept (pure logic: plain-Python models and a hash
+embedder; the real workers run in scripts/bench_buying.py)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+
+import pytest
+
+import needs
+from speculabel import FunctionBackend, Item, SpeculabelError, calibrate
+from speculabel.certify.buying import look_sizes
+from speculabel.tasks import SENTIMENT, Task
+
+LABELS = SENTIMENT.label_names
+
+
+def truth(text: str) -> str:
+    return LABELS[int(text.split()[-1]) % 3]
+
+
+def texts(n: int) -> list[str]:
+    return [f"ticket number {i}" for i in range(n)]
+
+
+class Counting:
+    """A worker right on a seeded share of the items, confident when right; counts the items
+    it is asked about."""
+
+    def __init__(self, name: str, accuracy: float, seed: int,
+                 label_of: Callable[[Item], str] | None = None) -> None:
+        self.asked: list[str] = []
+        rng = random.Random(seed)
+        right: dict[str, bool] = {}
+
+        def fn(task: Task, items: Sequence[Item]) -> list[dict[str, float]]:
+            out = []
+            for it in items:
+                self.asked.append(it.id)
+                t = label_of(it) if label_of else truth(it.fields["text"])
+                ok = right.setdefault(it.id, rng.random() < accuracy)
+                lab = t if ok else next(x for x in LABELS if x != t)
+                p = 0.95 if ok else 0.5
+                out.append({x: p if x == lab else (1 - p) / 2 for x in LABELS})
+            return out
+
+        self.backend = FunctionBackend(name, fn)
+
+
+def gold_judge() -> tuple[FunctionBackend, list[str]]:
+    asked: list[str] = []
+
+    def fn(task: Task, items: Sequence[Item]) -> list[dict[str, float]]:
+        asked.extend(it.id for it in items)
+        return [{truth(it.fields["text"]): 1.0} for it in items]
+
+    return FunctionBackend("judge", fn), asked
+
+
+def test_look_sizes_double_up_to_all_items() -> None:
+    assert look_sizes(1000, 200) == [200, 400, 800, 1000]
+    assert look_sizes(800, 200) == [200, 400, 800]
+    assert look_sizes(150, 200) == [150]
+
+
+def test_good_workers_stop_buying_early_and_the_statement_is_at_the_full_delta() -> None:
+    a, b = Counting("a", 0.97, 1), Counting("b", 0.96, 2)
+    judge, asked = gold_judge()
+    xs = texts(3200)
+    cert = calibrate(task="sentiment", workers=[a.backend, b.backend], items=xs, judge=judge,
+                     scope="dataset", target=0.85, delta=0.1, buy="sequential", first=200)
+    ex = cert.extra
+    assert ex["looks_planned"] == 5 and ex["level_per_look"] == pytest.approx(0.1 / 5)
+    assert ex["labels_bought"] < 3200 and len(asked) == ex["labels_bought"]
+    assert len(set(asked)) == len(asked)  # no item labelled twice
+    assert [lk["items"] for lk in ex["looks"]] == [200, 400, 800, 1600, 3200][:len(ex["looks"])]
+    assert cert.threshold is not None and cert.judge_call_rate is not None
+    assert cert.statement.endswith("with probability >= 0.9") and cert.delta == 0.1
+    # a worker that learns nothing is asked about each bought item once, whatever the looks
+    assert sorted(a.asked) == sorted(set(a.asked)) and len(a.asked) == ex["labels_bought"]
+    # the certificate's cascade runs the caller's own worker objects, not the run's memo
+    assert [w for w in cert.workers] == [a.backend, b.backend]
+
+
+def test_with_a_volume_it_buys_while_coverage_pays_for_the_labels() -> None:
+    judge, _ = gold_judge()
+    xs = texts(3200)
+
+    def run(volume: int | None) -> int:
+        a, b = Counting("a", 0.9, 3), Counting("b", 0.9, 4)
+        cert = calibrate(task="sentiment", workers=[a.backend, b.backend], items=xs,
+                         judge=judge, scope="dataset", target=0.85, delta=0.1,
+                         buy="sequential", first=200, volume=volume)
+        return int(cert.extra["labels_bought"])
+
+    # ten million items to classify: any coverage gained pays for more labels
+    assert run(10_000_000) >= run(None)
+    assert run(10) == 400  # a tiny job: the second look's gain never pays for the third
+
+
+def test_a_learning_worker_keeps_the_fit_of_the_look_that_was_kept() -> None:
+    needs.module("sklearn", needs.EMBED)
+    from speculabel.backends.learner.backend import LearnerBackend
+    from test_learner import HashEmbedder, _stream
+
+    items, labels = _stream(1600, seed=5)
+    gold = {it.id: lab for it, lab in zip(items, labels, strict=True)}
+    judge = FunctionBackend("judge", lambda t, its: [{gold[it.id]: 1.0} for it in its])
+    learner = LearnerBackend(embedder=HashEmbedder())
+    a = Counting("a", 0.9, 6, label_of=lambda it: gold[it.id])
+    cert = calibrate(task="sentiment", workers=[learner, a.backend], items=items, judge=judge,
+                     scope="dataset", target=0.85, delta=0.1, buy="sequential", first=100)
+    looks = cert.extra["looks"]
+    best = max(looks, key=lambda lk: lk["coverage"] or 0.0)
+    assert best["coverage"] > 0.3 and cert.threshold == best["threshold"]
+    assert cert.judge_call_rate == pytest.approx(1 - best["coverage"])
+    assert cert.workers[0] is learner
+    # the cascade it builds decides with the learner as certified (same votes as a refit)
+    recs = cert.cascade(judge).classify(items[:200])
+    assert len(recs) == 200 and {r.decided_by for r in recs} <= {"workers", "judge"}
+
+
+def test_sequential_buying_refuses_what_it_cannot_do() -> None:
+    judge, _ = gold_judge()
+    w = Counting("a", 0.9, 1).backend
+    xs = texts(400)
+    with pytest.raises(SpeculabelError, match="buy must be"):
+        calibrate(task="sentiment", workers=[w], items=xs, judge=judge, buy="some")
+    with pytest.raises(SpeculabelError, match="no references"):
+        calibrate(task="sentiment", workers=[w], items=xs, judge=judge, buy="sequential",
+                  references=[truth(x) for x in xs])
+    with pytest.raises(SpeculabelError, match="judge="):
+        calibrate(task="sentiment", workers=[w], items=xs, buy="sequential")
+    with pytest.raises(SpeculabelError, match="non-inferior"):
+        calibrate(task="sentiment", workers=[w], items=xs, judge=judge, buy="sequential",
+                  scope="non-inferior", target=0.02)
