@@ -137,3 +137,15 @@ def test_sequential_buying_refuses_what_it_cannot_do() -> None:
     with pytest.raises(SpeculabelError, match="non-inferior"):
         calibrate(task="sentiment", workers=[w], items=xs, judge=judge, buy="sequential",
                   scope="non-inferior", target=0.02)
+
+
+def test_the_bench_table_counts_calibration_labels_and_held_out_judge_calls() -> None:
+    from speculabel.bench.buying import table, total_calls
+
+    runs = [{"bought": 400, "coverage": 0.8}, {"bought": 800, "coverage": 0.9}]
+    assert total_calls(runs, 1000) == pytest.approx((400 + 200 + 800 + 100) / 2)
+    row = {"input": "pairs:test:0", "calibration_items": 1000, "held_out_items": 1000,
+           "way": "sequential", "labels_bought_mean": 600, "held_out_coverage_mean": 0.85,
+           "held_out_coverage_min": 0.8, "agreement_mean": 0.9, "agreement_min": 0.88,
+           "violation_rate": 0.0}
+    assert "| sequential | 600 | 85.0 / 80.0 | 750 | 0.900 / 0.880 | 0.00 |" in table([row])

@@ -78,16 +78,29 @@ def bench_input(source: str, n_cal: int, n_held: int, *, target: float = 0.85,
             "held_out_coverage_min": float(np.min([r["coverage"] for r in runs])),
             "agreement_mean": float(agree.mean()), "agreement_min": float(agree.min()),
             "violation_rate": float((agree < target).mean()),
+            "total_judge_calls_mean": total_calls(runs, n_held),
             "seconds_median": float(np.median([r["seconds"] for r in runs]))})
     return rows
 
 
+def total_calls(runs: Sequence[dict[str, Any]], n_held: int) -> float:
+    """Judge calls of the whole job, calibration labels plus the held-out items the judge
+    decides (the figure that says whether buying fewer labels paid), mean over the runs."""
+    return float(np.mean([r["bought"] + n_held * (1 - r["coverage"]) for r in runs]))
+
+
 def table(rows: Sequence[dict[str, Any]]) -> str:
     """The rows as a Markdown table."""
-    head = ("| input | N | way | labels bought (mean) | held-out coverage % (mean / min) | "
-            "held-out agreement (mean / worst) | violations |\n|---|---|---|---|---|---|---|")
-    lines = [f"| {r['input']} | {r['calibration_items']} | {r['way']} | "
+    def total(r: dict[str, Any]) -> float:
+        return float(r["labels_bought_mean"]
+                     + r["held_out_items"] * (1 - r["held_out_coverage_mean"]))
+
+    head = ("| input | N | held out | way | labels bought (mean) | held-out coverage % (mean / "
+            "min) | judge calls, calibration + held out (mean) | held-out agreement (mean / "
+            "worst) | violations |\n|---|---|---|---|---|---|---|---|---|")
+    lines = [f"| {r['input']} | {r['calibration_items']} | {r['held_out_items']} | {r['way']} | "
              f"{r['labels_bought_mean']:.0f} | {100 * r['held_out_coverage_mean']:.1f} / "
-             f"{100 * r['held_out_coverage_min']:.1f} | {r['agreement_mean']:.3f} / "
-             f"{r['agreement_min']:.3f} | {r['violation_rate']:.2f} |" for r in rows]
+             f"{100 * r['held_out_coverage_min']:.1f} | "
+             f"{total(r):.0f}"
+             f" | {r['agreement_mean']:.3f} / {r['agreement_min']:.3f} | {r['violation_rate']:.2f} |" for r in rows]
     return "\n".join([head, *lines])

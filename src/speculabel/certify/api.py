@@ -195,10 +195,11 @@ def calibrate(
         if judge_b is None or references is not None or judge_labels is not None:
             raise CalibrationError("buy='sequential' buys the judge's labels: give judge= and "
                                    "no references= / judge_labels=")
-        return calibrate_buying(the_task, models, its, judge_b, scope=scope, target=target,
-                                delta=delta, first=FIRST if first is None else first,
-                                volume=volume, seed=seed, policy=policy, fit_fraction=fit_fraction,
-                                method=method)
+        bought: Certificate = calibrate_buying(
+            calibrate, CalibrationError, the_task, models, its, judge_b, scope=scope,
+            target=target, delta=delta, first=FIRST if first is None else first, volume=volume,
+            seed=seed, policy=policy, fit_fraction=fit_fraction, method=method)
+        return bought
 
     def asked() -> list[str | None]:
         if judge_b is None:

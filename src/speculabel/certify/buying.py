@@ -27,16 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from speculabel.backends.base import Backend, unwrap
 from speculabel.backends.cached import CachedBackend
 from speculabel.records import Item, Vote
 from speculabel.tasks import Task
-
-if TYPE_CHECKING:
-    from speculabel.certify.api import Certificate
 
 #: the sample size of the first look (a learning worker needs a few dozen labels per class)
 FIRST = 200
@@ -69,15 +66,17 @@ def look_sizes(n: int, first: int = FIRST) -> list[int]:
     return [*sizes, n]
 
 
-def calibrate_buying(task: Task, workers: Sequence[Backend], items: Sequence[Item],
-                     judge: Backend, *, scope: str, target: float, delta: float,
+def calibrate_buying(calibrate: Callable[..., Any], error: type[Exception], task: Task,
+                     workers: Sequence[Backend], items: Sequence[Item], judge: Backend, *,
+                     scope: str, target: float, delta: float,
                      first: int = FIRST, min_gain: float = MIN_GAIN,
-                     volume: int | None = None, seed: int = 0, **kwargs: Any) -> Certificate:
-    """See the module docstring; ``kwargs`` go to every look's
-    :func:`~speculabel.certify.api.calibrate` (policy, fit_fraction, method)."""
+                     volume: int | None = None, seed: int = 0, **kwargs: Any) -> Any:
+    """See the module docstring. ``calibrate``: :func:`speculabel.certify.api.calibrate` (each
+    look), ``error``: its error class; ``kwargs`` go to every look (policy, fit_fraction,
+    method). Returns that function's certificate."""
     from speculabel.backends.learner.base import LearningWorker
-    from speculabel.certify.api import CalibrationError, calibrate
 
+    CalibrationError = error  # the caller's own error class
     if scope == "non-inferior":
         raise CalibrationError("buy='sequential' buys the judge's labels; non-inferior needs "
                                "gold for every item: give references= and buy='all'")
@@ -94,9 +93,9 @@ def calibrate_buying(task: Task, workers: Sequence[Backend], items: Sequence[Ite
     labels: list[str | None] = []
     looks: list[dict[str, Any]] = []
     best: tuple[float, int] | None = None  # (coverage, look's sample size)
-    last: Certificate | None = None
+    last: Any = None
 
-    def look(m: int) -> Certificate:
+    def look(m: int) -> Any:
         return calibrate(task=task, workers=asked, items=[items[i] for i in order[:m]],
                          references=labels[:m], scope=scope, target=target, delta=level,
                          seed=seed, **kwargs)
