@@ -149,3 +149,20 @@ def test_the_bench_table_counts_calibration_labels_and_held_out_judge_calls() ->
            "held_out_coverage_min": 0.8, "agreement_mean": 0.9, "agreement_min": 0.88,
            "violation_rate": 0.0}
     assert "| sequential | 600 | 85.0 / 80.0 | 750 | 0.900 / 0.880 | 0.00 |" in table([row])
+
+
+def test_bench_inputs_are_parsed_before_anything_runs(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from speculabel.bench.inputs import run_inputs, split_input
+
+    assert split_input("pairs:test:0:1000") == ("pairs:test:0", 1000)
+    ran: list[str] = []
+    out = Path(str(tmp_path)) / "rows.json"
+    with pytest.raises(ValueError, match="'tweets:test'"):
+        run_inputs(["pairs:test:0:10", "tweets:test"], lambda s, n, say: ran.append(s) or [],
+                   out, quiet=True)
+    assert ran == [] and not out.exists()
+    rows = run_inputs(["a:1", "b:2"], lambda s, n, say: [{"input": s, "n": n}], out, quiet=True)
+    assert rows == [{"input": "a", "n": 1}, {"input": "b", "n": 2}]
+    assert out.read_text().count('"input"') == 2
