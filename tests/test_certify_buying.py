@@ -166,3 +166,54 @@ def test_bench_inputs_are_parsed_before_anything_runs(tmp_path: object) -> None:
     rows = run_inputs(["a:1", "b:2"], lambda s, n, say: [{"input": s, "n": n}], out, quiet=True)
     assert rows == [{"input": "a", "n": 1}, {"input": "b", "n": 2}]
     assert out.read_text().count('"input"') == 2
+
+
+def test_cli_refuses_sequential_buying_with_gold_before_any_model_loads(tmp_path: object) -> None:
+    from typer.testing import CliRunner
+
+    from speculabel.cli import app
+
+    base = ["calibrate", "tweeteval:val:50", "--workers", "vader", "--judge", "vader", "-o",
+            f"{tmp_path}/c.toml"]
+    res = CliRunner().invoke(app, [*base, "--buy", "sequential", "--reference", "gold"])
+    assert res.exit_code == 2 and "buys the judge's labels" in res.output
+    res = CliRunner().invoke(app, [*base, "--buy", "some"])
+    assert res.exit_code == 2 and "--buy must be all or sequential" in res.output
+
+
+@pytest.mark.slow
+def test_cli_buys_part_of_the_labels_and_writes_a_config_classify_runs(
+        tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real parts: MiniLM learner imitating a real (lexicon) judge on real tweets."""
+    import json
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from speculabel.cli import app
+    from speculabel.io.datasets import tweeteval
+
+    needs.module("sentence_transformers", needs.EMBED)
+    needs.data(lambda: tweeteval("val", limit=10), "tweeteval-sentiment")
+    tmp = Path(str(tmp_path))
+    monkeypatch.setenv("SPECULABEL_HOME", str(tmp / "home"))
+    cfg = tmp / "c.toml"
+    args = ["calibrate", "tweeteval:val:1600", "--workers", "learner:minilm", "--judge",
+            "vader", "--target", "0.9", "--buy", "sequential", "--first", "200", "--volume",
+            "100", "-o", str(cfg), "--votes", str(tmp / "v.sqlite")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    bought = int(res.output.split("judge labels bought: ")[1].split(" of ")[0])
+    # a job of 100 items never pays for the labels of a third look
+    assert bought <= 400 and "look at 200 items" in res.output
+    assert f"judge: {bought} labels bought" in res.output
+    text = cfg.read_text()
+    assert "with probability >= 0.9" in text and 'judge = "vader"' in text
+    src, out = tmp / "tweets.csv", tmp / "run.jsonl"
+    rows = tweeteval("test", limit=100).items
+    src.write_text("text\n" + "".join(json.dumps(it.fields["text"]) + "\n" for it in rows))
+    res = CliRunner().invoke(app, ["classify", str(src), "-o", str(out), "--config", str(cfg),
+                                   "-q"])
+    assert res.exit_code == 0, res.output
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(recs) == 100 and any(r["decided_by"] == "workers" for r in recs)

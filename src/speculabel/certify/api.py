@@ -86,11 +86,13 @@ class Certificate:
         cal = {m: c.to_config() for m, c in plan.calibration.items() if c.to_config()}
         return Cascade(self.task, self.workers, judge, policy, calibration=cal, **kwargs)
 
-    def save(self, path: str | Path, *, judge: str | None = None) -> Path:
+    def save(self, path: str | Path, *, judge: str | None = None,
+             task: str | None = None) -> Path:
         """Write a cascade.toml that ``speculabel classify --config`` runs: fitted learning
         workers go into ``STEM.fitted/`` beside it, frozen.  Workers of your own (a
         ``FunctionBackend``) are named by their spec: register them (entry point
-        ``speculabel.backends``) to run the file from the CLI."""
+        ``speculabel.backends``) to run the file from the CLI.  ``task``: how the config names
+        the task (a TOML file's path) when not by its built-in name."""
         from speculabel.backends.base import unwrap
         from speculabel.backends.learner.base import LearningWorker
         from speculabel.cascade.config import save_config
@@ -108,7 +110,7 @@ class Certificate:
                 models[inner.spec] = {"directory": str(folder.resolve()), "frozen": True}
         res = self.calibration.plan.result
         cfg = self.calibration.plan.to_config(
-            task=self.task.name, workers=[w.spec for w in self.workers], judge=judge,
+            task=task or self.task.name, workers=[w.spec for w in self.workers], judge=judge,
             models=models, certificate={
                 "scope": self.scope, "target": self.target, "delta": self.delta,
                 "reference": self.reference, "fit_items": self.calibration.n_fit,

@@ -37,6 +37,8 @@ from speculabel.tasks import Task
 
 #: the sample size of the first look (a learning worker needs a few dozen labels per class)
 FIRST = 200
+#: judge labels asked for at a time
+BATCH = 64
 #: a look must add at least this much certified coverage (share of items) to go on buying
 MIN_GAIN = 0.02
 
@@ -102,7 +104,8 @@ def calibrate_buying(calibrate: Callable[..., Any], error: type[Exception], task
 
     for j, m in enumerate(sizes):
         new = [items[i] for i in order[len(labels):m]]
-        labels += [v.label for v in judge.score(task, new)]
+        for at in range(0, len(new), BATCH):  # in batches: a progress line, a store write each
+            labels += [v.label for v in judge.score(task, new[at:at + BATCH])]
         try:
             last = look(m)
         except CalibrationError as e:  # e.g. one class only in a small first sample

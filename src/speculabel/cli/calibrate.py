@@ -153,6 +153,17 @@ def calibrate(
         Path | None, typer.Option(help="Also write the full evidence as JSON here.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the fit/certify split.")] = 0,
+    buy: Annotated[
+        str, typer.Option(help="all: the judge labels every item; sequential: a growing random "
+                               "sample (--first items, doubled at each look, delta/K per look) "
+                               "until more labels stop paying (see --volume).")
+    ] = "all",
+    first: Annotated[int | None, typer.Option(min=2, help="--buy sequential: the first look's "
+                                                          "sample size [default: 200].")] = None,
+    volume: Annotated[int | None, typer.Option(min=1, help="--buy sequential: the items you will "
+                                                           "classify with the config; more labels "
+                                                           "are bought while the coverage they add "
+                                                           "saves more judge calls on them.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Certify the acceptance threshold with the fewest judge calls for a target, and write a
@@ -197,6 +208,12 @@ def calibrate(
         raise fail(f"--delta must be between 0 and 1, both excluded, got {delta:g}")
     if method not in METHODS:
         raise fail(f"--method must be one of {', '.join(METHODS)}")
+    if buy not in ("all", "sequential"):
+        raise fail(f"--buy must be all or sequential, got {buy!r}")
+    if buy == "sequential" and (reference == "gold" or non_inferior is not None
+                                or labels_from_column or model_calibration != "none"):
+        raise fail("--buy sequential buys the judge's labels: it takes no --reference gold, "
+                   "--non-inferior, --labels-from-column or --model-calibration")
     share: float | str | None = fit_fraction
     if fit_fraction is not None and fit_fraction != "auto":
         try:
@@ -236,6 +253,14 @@ def calibrate(
     except (OutputBusyError, OSError) as e:
         raise fail(str(e)) from None
     try:
+        if buy == "sequential":
+            from speculabel.cli.calibrate_buy import buy_and_write
+
+            buy_and_write(output, the_task, task_for_config(task), items, worker_specs,
+                          judge_spec, scope=the_scope, target=goal, delta=delta, policy=policy,
+                          fit_fraction=share, method=method, votes=votes, first=first,
+                          volume=volume, seed=seed, quiet=quiet)
+            return
         _certify_and_write(
             input, output, the_task, task, items, gold, worker_specs, judge_spec, the_scope, goal,
             reference, delta, policy, model_calibration, share, method, votes, early_exit,
