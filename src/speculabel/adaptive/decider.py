@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from speculabel.backends.base import Backend
 from speculabel.records import Item, Record
 from speculabel.tasks import Task
 
@@ -31,8 +32,12 @@ class AdaptiveDecider:
     wants_all = True
 
     def __init__(self, cfg: Any, task: Task, state_path: Path | None,
-                 note: Callable[[str], Any] = lambda m: None) -> None:
+                 note: Callable[[str], Any] = lambda m: None,
+                 models: Sequence[Backend] | None = None) -> None:
+        """``models``: the workers and then the judge, already built (else loaded from
+        ``cfg`` on the first call)."""
         self.cfg, self.task, self.state_path, self.note = cfg, task, state_path, note
+        self.models = list(models) if models is not None else None
         self.settings = cfg.adaptive_settings()
         self.settings.check()
         if self.settings.method != "rank":
@@ -45,8 +50,8 @@ class AdaptiveDecider:
         from speculabel.cascade.build import load_backends
 
         self.state = FiniteState.open(self.state_path, len(items), self.settings)
-        loaded = load_backends([*self.cfg.workers, self.cfg.judge], self.task, self.cfg.models,
-                               self.note)
+        loaded = self.models or load_backends([*self.cfg.workers, self.cfg.judge], self.task,
+                                              self.cfg.models, self.note)
         run = FiniteRun(self.task, loaded[:-1], loaded[-1], self.settings, items, self.state,
                         batch_size=self.cfg.batch_size, note=self.note)
         try:
