@@ -1,6 +1,7 @@
 """``learner:minilm``: MiniLM sentence embeddings + logistic regression, fitted on labels.
 
-Spec: ``learner:minilm`` (optionally ``learner:minilm@DIR`` to keep it in ``DIR``).
+Spec: ``learner:minilm`` (optionally ``learner:minilm@DIR`` to keep it in ``DIR``), or
+``learner:mpnet`` for another embedder.
 
 Why: labels are free training data.  Every item the cascade escalates comes back with the
 judge's label; ``calibrate`` can fit it on a share of its calibration items (judge or gold
@@ -17,6 +18,19 @@ Pair tasks (two fields): each text is embedded on its own and the features are
 ``"text_a [SEP] text_b"`` as one text.  For pair tasks with few labels, ``similarity:minilm``
 (one feature: the cosine) needs far fewer.
 
+Options that help it imitate its labeller (measured by ``make bench-workers``):
+
+* ``lexicon=true``: the VADER lexicon's four scores (negative, neutral, positive, compound) are
+  appended to the embedding (single-text tasks), so one head sees both signals;
+* ``head="knn"`` (with ``k``, 15 by default): a similarity-weighted vote of the ``k`` nearest
+  labelled items instead of logistic regression (:class:`.heads.CosineKNN`);
+* ``temperature=true``: the logistic head's probabilities are rescaled by one temperature fitted
+  on out-of-fold predictions of its fit labels (:class:`.heads.TemperedLogistic`), so that the
+  confidence a certificate or a confident majority thresholds on is calibrated.
+
+The embedder is the spec's name: ``learner:minilm`` (default) or ``learner:mpnet``
+(all-mpnet-base-v2, extra ``embed-mpnet``; :mod:`.weights`).
+
 Shared behaviour (abstaining, retraining, freezing, persistence): :mod:`.base`.
 """
 
@@ -31,13 +45,17 @@ from speculabel.backends.base import BackendError
 from speculabel.backends.learner.base import LearningWorker
 
 PAIR_MODES = ("sym", "sep")
+HEADS = ("logistic", "knn")
+#: the lexicon's scores appended to the embedding (``lexicon=true``)
+LEXICON_COLUMNS = ("neg", "neu", "pos", "compound")
 
 
 class LearnerBackend(LearningWorker):
     """MiniLM + logistic regression (see the module docstring)."""
 
     KIND = "learner"
-    OPTIONS = (*LearningWorker.OPTIONS, "pair_mode", "C", "class_weight")
+    OPTIONS = (*LearningWorker.OPTIONS, "pair_mode", "C", "class_weight", "lexicon", "head", "k",
+               "temperature")
 
     def __init__(
         self,
@@ -46,8 +64,24 @@ class LearnerBackend(LearningWorker):
         pair_mode: str = "sym",
         C: float | str = "auto",
         class_weight: str | None = "auto",
+        lexicon: bool = False,
+        head: str = "logistic",
+        k: int = 15,
+        temperature: bool = False,
         **kw: Any,
     ) -> None:
+        if head not in HEADS:
+            raise BackendError(f"{spec}: head must be one of {HEADS}, got {head!r}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise BackendError(f"{spec}: k must be a whole number >= 1, got {k!r}")
+        if head == "knn" and (lexicon or temperature):
+            raise BackendError(f"{spec}: lexicon and temperature need head=\"logistic\" (a "
+                               "nearest-neighbour vote compares embeddings only)")
+        self.lexicon = bool(lexicon)
+        self.head = head
+        self.k = int(k)
+        self.temperature = bool(temperature)
+        self._vader: Any = None
         if pair_mode not in PAIR_MODES:
             raise BackendError(f"{spec}: pair_mode must be one of {PAIR_MODES}, got {pair_mode!r}")
         if C != "auto" and (isinstance(C, str) or not float(C) > 0):
@@ -63,7 +97,26 @@ class LearnerBackend(LearningWorker):
         super().__init__(spec, **kw)
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "pair_mode": self.pair_mode}
+        extra: dict[str, Any] = {}
+        if self.lexicon:
+            extra["lexicon"] = True
+        if self.head != "logistic":
+            extra["head"] = self.head
+        if self.temperature:
+            extra["temperature"] = True
+        return {**super().settings(), "pair_mode": self.pair_mode, **extra}
+
+    def lexicon_scores(self, texts: Sequence[str]) -> np.ndarray:
+        """VADER's (neg, neu, pos, compound) for each text."""
+        if self._vader is None:
+            try:
+                from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+            except ImportError as e:
+                raise BackendError(f"{self.spec}: lexicon=true needs vaderSentiment: "
+                                   "pip install 'speculabel[embed]'") from e
+            self._vader = SentimentIntensityAnalyzer()
+        rows = [self._vader.polarity_scores(t) for t in texts]
+        return np.array([[r[c] for c in LEXICON_COLUMNS] for r in rows], dtype=np.float32)
 
     def features(self, rows: Sequence[Sequence[str]]) -> np.ndarray:
         """Feature matrix for rows of field values (one text, or a pair)."""
@@ -74,8 +127,14 @@ class LearnerBackend(LearningWorker):
             a = self.embed([r[0] for r in rows])
             b = self.embed([r[1] for r in rows])
             return np.hstack([a + b, np.abs(a - b), a * b])
+        if self.lexicon and width != 1:
+            raise BackendError(f"{self.spec}: lexicon=true scores one text; this task has "
+                               f"{width} fields")
         if width == 1:
-            return self.embed([r[0] for r in rows])
+            x = self.embed([r[0] for r in rows])
+            if self.lexicon:
+                x = np.hstack([x, self.lexicon_scores([r[0] for r in rows])])
+            return x
         return self.embed([" [SEP] ".join(r) for r in rows])
 
     def _settings_now(self) -> tuple[float, str | None]:
@@ -87,20 +146,39 @@ class LearnerBackend(LearningWorker):
                 cw if self.class_weight == "auto" else self.class_weight)
 
     def new_head(self) -> Any:
+        if self.head == "knn":
+            from speculabel.backends.learner.heads import CosineKNN
+
+            return CosineKNN(k=self.k)
+        c, cw = self._settings_now()
+        if self.temperature:
+            from speculabel.backends.learner.heads import TemperedLogistic
+
+            return TemperedLogistic(C=c, max_iter=2000, class_weight=cw)
         from sklearn.linear_model import LogisticRegression
 
-        c, cw = self._settings_now()
         return LogisticRegression(C=c, max_iter=2000, class_weight=cw)
 
     def fit_model(self, x: np.ndarray, y: np.ndarray) -> Any:
-        """Choose what is ``"auto"`` by cross-validation on (x, y), then fit on all of it."""
+        """Choose what is ``"auto"`` by cross-validation on (x, y), then fit on all of it (and,
+        with ``temperature``, fit the temperature on out-of-fold logits of those settings)."""
+        if self.head == "knn":
+            return self.new_head().fit(x, y)
         if self.C == "auto" or self.class_weight == "auto":
             from speculabel.backends.learner.select import C_GRID, WEIGHTINGS, choose
 
             cs = C_GRID if self.C == "auto" else (float(self.C),)
             ws = WEIGHTINGS if self.class_weight == "auto" else (self.class_weight,)
             self.choice = choose(x, y, cs=cs, weightings=ws)
-        return self.new_head().fit(x, y)
+        head = self.new_head()
+        if self.temperature:
+            from speculabel.backends.learner.heads import out_of_fold_temperature
+
+            t = out_of_fold_temperature(head, x, y)
+            head.fit(x, y)
+            head.temperature_ = t
+            return head
+        return head.fit(x, y)
 
 
 def from_spec(spec: str, **options: Any) -> LearningWorker:
