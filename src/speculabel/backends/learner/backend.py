@@ -37,12 +37,13 @@ Shared behaviour (abstaining, retraining, freezing, persistence): :mod:`.base`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from speculabel.backends.base import BackendError
 from speculabel.backends.learner.base import LearningWorker
+from speculabel.tasks import Task
 
 PAIR_MODES = ("sym", "sep")
 HEADS = ("logistic", "knn")
@@ -96,15 +97,18 @@ class LearnerBackend(LearningWorker):
         self.choice: Any = None
         super().__init__(spec, **kw)
 
+    #: what a directory written before these options existed was fitted with
+    SETTING_DEFAULTS: ClassVar[dict[str, Any]] = {"lexicon": False, "head": "logistic", "temperature": False}
+
     def settings(self) -> dict[str, Any]:
-        extra: dict[str, Any] = {}
-        if self.lexicon:
-            extra["lexicon"] = True
-        if self.head != "logistic":
-            extra["head"] = self.head
-        if self.temperature:
-            extra["temperature"] = True
-        return {**super().settings(), "pair_mode": self.pair_mode, **extra}
+        return {**super().settings(), "pair_mode": self.pair_mode, "lexicon": self.lexicon,
+                "head": self.head, "temperature": self.temperature}
+
+    def check_task(self, task: Task) -> None:
+        if self.lexicon and len(task.fields) != 1:
+            raise BackendError(f"{self.spec}: lexicon=true scores one text; task {task.name!r} "
+                               f"has fields {list(task.fields)}")
+        super().check_task(task)
 
     def lexicon_scores(self, texts: Sequence[str]) -> np.ndarray:
         """VADER's (neg, neu, pos, compound) for each text."""
@@ -123,13 +127,13 @@ class LearnerBackend(LearningWorker):
         if not rows:
             return np.zeros((0, 0), dtype=np.float32)
         width = len(rows[0])
+        if self.lexicon and width != 1:
+            raise BackendError(f"{self.spec}: lexicon=true scores one text; these rows have "
+                               f"{width} fields")
         if width == 2 and self.pair_mode == "sym":
             a = self.embed([r[0] for r in rows])
             b = self.embed([r[1] for r in rows])
             return np.hstack([a + b, np.abs(a - b), a * b])
-        if self.lexicon and width != 1:
-            raise BackendError(f"{self.spec}: lexicon=true scores one text; this task has "
-                               f"{width} fields")
         if width == 1:
             x = self.embed([r[0] for r in rows])
             if self.lexicon:

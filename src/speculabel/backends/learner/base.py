@@ -57,6 +57,8 @@ class LearningWorker(Backend):
     KIND: ClassVar[str] = ""
     OPTIONS: ClassVar[tuple[str, ...]] = ("directory", "min_per_class", "retrain_every",
                                           "frozen", "embedder")
+    #: a setting's value in a directory that does not name it (written by an older version)
+    SETTING_DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
@@ -417,7 +419,7 @@ class LearningWorker(Backend):
         if meta.get("spec", kind) != kind:
             raise BackendError(f"{self.directory} holds a {meta.get('spec')} worker, not {kind}")
         for key, want in self.settings().items():
-            if meta.get(key) != want:
+            if meta.get(key, self.SETTING_DEFAULTS.get(key)) != want:
                 raise BackendError(f"{self.directory}: this worker was built with {key} "
                                    f"{meta.get(key)!r}, not {want!r}")
         self.labels = meta.get("labels") or self.labels

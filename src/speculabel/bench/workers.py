@@ -1,0 +1,196 @@
+"""Which cheap learning worker imitates its labeller best, per unit of cost (``make bench-workers``).
+
+Each worker variant (an embedder and the learner's options) is fitted on ``n_fit`` labelled items
+and scored, frozen, on ``n_eval`` others it never saw and nothing was tuned on.  Per variant:
+
+* ``agreement``: share of held-out items where its label equals the *reference* (the judge's
+  labels when given, else gold: the table says which);
+* ``accuracy``: against gold;
+* ``ece``: expected calibration error of its confidence against the reference (15 bins): how far
+  "90 % sure" is from being right 90 % of the time;
+* ``coverage``: the share of held-out items the worker may decide, certified by
+  :func:`speculabel.certify.threshold.calibrate_threshold` (scope ``dataset``: whole-data
+  agreement at least ``target`` with probability ``1 - delta``, items under the threshold going
+  to the reference labeller), with the held-out items as the calibration set;
+* ``embed_ms`` / ``head_ms`` / ``ms_per_item``: the embedder's cost per text, cold, in batches of
+  256, and the head's (with any lexicon scores) once the embeddings are cached; ``fit_s``: the
+  fit on ``n_fit`` labels with its cross-validation.
+
+Costs are wall clock on whatever machine runs it (the 2-core box is shared: compare within one
+run only).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+#: name -> (spec, learner options); "vader" is the lexicon alone, for scale
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "vader": ("vader", {}),
+    "minilm": ("learner:minilm", {}),
+    "minilm+temp": ("learner:minilm", {"temperature": True}),
+    "minilm+lex": ("learner:minilm", {"lexicon": True}),
+    "minilm+lex+temp": ("learner:minilm", {"lexicon": True, "temperature": True}),
+    "minilm-knn": ("learner:minilm", {"head": "knn"}),
+    "mpnet": ("learner:mpnet", {}),
+    "mpnet+lex+temp": ("learner:mpnet", {"lexicon": True, "temperature": True}),
+    "mpnet-knn": ("learner:mpnet", {"head": "knn"}),
+}
+TARGET = 0.85
+DELTA = 0.1
+
+
+def ece(conf: np.ndarray, right: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error: the bin-weighted gap between confidence and accuracy."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            total += m.mean() * abs(float(conf[m].mean()) - float(right[m].mean()))
+    return total
+
+
+def score_variant(labels: Sequence[str], proba: np.ndarray, reference: Sequence[str],
+                  gold: Sequence[str], target: float = TARGET, delta: float = DELTA
+                  ) -> dict[str, Any]:
+    """Agreement, accuracy, calibration and certified coverage of probabilities ``proba``
+    (columns in ``labels`` order) against ``reference`` and ``gold``."""
+    from speculabel.certify.threshold import calibrate_threshold
+
+    pred = np.array([labels[int(i)] for i in proba.argmax(axis=1)])
+    conf = proba.max(axis=1)
+    agree = pred == np.asarray(reference)
+    cal = calibrate_threshold(conf, agree, target, delta, scope="dataset")
+    return {
+        "agreement": round(float(agree.mean()), 4),
+        "accuracy": round(float((pred == np.asarray(gold)).mean()), 4),
+        "ece": round(ece(conf, agree), 4),
+        "coverage": round(float(cal.coverage), 4) if cal.feasible else 0.0,
+        "threshold": cal.threshold,
+        "feasible": bool(cal.feasible),
+        "pred_counts": {lab: int((pred == lab).sum()) for lab in labels},
+    }
+
+
+def embed_cost(key: str, texts: Sequence[str], batch: int = 256) -> tuple[Any, float]:
+    """The shared embedder ``key`` (loaded first), and its cold cost in ms per text."""
+    from speculabel.backends.learner.embed import shared_embedder
+
+    emb = shared_embedder(batch_size=batch, model=key)
+    emb(["warm up: the model loads here, not inside the timing"])
+    emb.forget()
+    t0 = time.perf_counter()
+    emb(list(texts))
+    return emb, 1000 * (time.perf_counter() - t0) / max(1, len(texts))
+
+
+def run_variant(name: str, spec: str, options: Mapping[str, Any], embedder: Any,
+                fit_texts: Sequence[str], fit_labels: Sequence[str],
+                eval_texts: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
+    """Fit one variant and return its probabilities on the held-out texts, with its costs."""
+    if spec == "vader":
+        from speculabel.backends.lexicon import VaderBackend
+        from speculabel.records import Item
+        from speculabel.tasks import SENTIMENT
+
+        vader = VaderBackend()
+        items = [Item(id=str(i), fields={"text": t}) for i, t in enumerate(eval_texts)]
+        t0 = time.perf_counter()
+        votes = vader.score(SENTIMENT, items)
+        head_ms = 1000 * (time.perf_counter() - t0) / max(1, len(items))
+        proba = np.array([[v.probs.get(lab, 0.0) for lab in labels] for v in votes])
+        return {"proba": proba, "fit_s": 0.0, "head_ms": head_ms}
+    from speculabel.backends.learner.backend import LearnerBackend
+
+    worker = LearnerBackend(spec, embedder=embedder, labels=list(labels), min_per_class=1,
+                            **dict(options))
+    t0 = time.perf_counter()
+    worker.fit(list(fit_texts), list(fit_labels))
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    proba = worker.predict_proba(list(eval_texts))
+    head_ms = 1000 * (time.perf_counter() - t0) / max(1, len(eval_texts))
+    out: dict[str, Any] = {"proba": proba, "fit_s": fit_s, "head_ms": head_ms}
+    t = getattr(worker._model, "temperature_", None)
+    if t is not None:
+        out["temperature"] = round(float(t), 3)
+    if worker.choice is not None:
+        out["C"], out["class_weight"] = worker.choice.C, worker.choice.class_weight
+    return out
+
+
+def bench(fit: Any, held: Any, variants: Sequence[str], *, reference: Sequence[str] | None = None,
+          fit_reference: Sequence[str] | None = None, target: float = TARGET,
+          delta: float = DELTA, labels: Sequence[str] = ("negative", "neutral", "positive"),
+          progress: Any = print) -> dict[str, Any]:
+    """The table's rows for ``variants`` (names of :data:`VARIANTS`), fitted on ``fit``'s items
+    and scored on ``held``'s (both :class:`speculabel.io.datasets.Labelled`).  ``reference``
+    and ``fit_reference``: the labeller's labels of the held-out and fit items (default: gold).
+    """
+    from speculabel.backends.learner.weights import missing
+
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown worker variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    fit_texts = [it.fields["text"] for it in fit.items]
+    eval_texts = [it.fields["text"] for it in held.items]
+    ref = list(reference) if reference is not None else list(held.gold)
+    fit_ref = list(fit_reference) if fit_reference is not None else list(fit.gold)
+    embedders: dict[str, tuple[Any, float]] = {}
+    rows: list[dict[str, Any]] = []
+    for name in variants:
+        spec, options = VARIANTS[name]
+        row: dict[str, Any] = {"variant": name, "spec": spec, "options": dict(options)}
+        key = spec.partition(":")[2]
+        embed_ms = 0.0
+        emb = None
+        if key:
+            problem = missing(key)
+            if problem:
+                progress(f"{name}: skipped, {problem}")
+                rows.append({**row, "skipped": problem})
+                continue
+            if key not in embedders:
+                progress(f"embedding {len(eval_texts)} held-out texts with {key} (cold, timed)")
+                embedders[key] = embed_cost(key, eval_texts)
+                embedders[key][0](fit_texts)  # not inside a fit's timing
+            emb, embed_ms = embedders[key]
+        got = run_variant(name, spec, options, emb, fit_texts, fit_ref, eval_texts, labels)
+        proba = got.pop("proba")
+        row.update(score_variant(labels, proba, ref, held.gold, target, delta))
+        row.update({k: (round(v, 4) if isinstance(v, float) else v) for k, v in got.items()})
+        row["embed_ms"] = round(embed_ms, 3)
+        row["ms_per_item"] = round(embed_ms + float(got["head_ms"]), 3)
+        rows.append(row)
+        progress(table({"rows": [row]}, header=False))
+    return {"task": "sentiment", "reference": "judge" if reference is not None else "gold",
+            "fit": {"source": fit.name, "n": len(fit)},
+            "held_out": {"source": held.name, "n": len(held)},
+            "target": target, "delta": delta, "scope": "dataset", "rows": rows}
+
+
+COLUMNS = ("variant", "agreement", "accuracy", "ece", "coverage", "ms_per_item", "embed_ms",
+           "head_ms", "fit_s")
+
+
+def table(report: Mapping[str, Any], header: bool = True) -> str:
+    """The report's rows as a fixed-width text table."""
+    lines = []
+    if header:
+        lines.append(" ".join(f"{c:>16}" if i == 0 else f"{c:>11}" for i, c in enumerate(COLUMNS)))
+    for r in report["rows"]:
+        if "skipped" in r:
+            lines.append(f"{r['variant']:>16} skipped: {r['skipped']}")
+            continue
+        cells = [f"{r['variant']:>16}"]
+        for c in COLUMNS[1:]:
+            v = r.get(c)
+            cells.append(f"{v:>11.3f}" if isinstance(v, float) else f"{v!s:>11}")
+        lines.append(" ".join(cells))
+    return "\n".join(lines)
