@@ -1,0 +1,49 @@
+"""The worker bench's scoring: agreement, calibration error and certified coverage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import needs
+from speculabel.bench import workers
+from speculabel.io.datasets import Labelled
+from speculabel.records import Item
+
+LABELS = ("negative", "neutral", "positive")
+
+
+def test_ece_is_zero_when_confidence_matches_accuracy_and_large_when_overconfident() -> None:
+    rng = np.random.default_rng(0)
+    conf = np.full(20000, 0.7)
+    right = rng.random(20000) < 0.7
+    assert workers.ece(conf, right) < 0.02
+    assert workers.ece(np.full(20000, 0.99), right) == pytest.approx(0.29, abs=0.02)
+
+
+def test_a_worker_that_copies_the_reference_is_certified_on_everything() -> None:
+    rng = np.random.default_rng(1)
+    ref = [LABELS[i] for i in rng.integers(0, 3, 1000)]
+    exact = np.zeros((1000, 3))
+    exact[np.arange(1000), [LABELS.index(r) for r in ref]] = 1.0
+    row = workers.score_variant(LABELS, exact, ref, ref)
+    assert row["agreement"] == 1.0 and row["feasible"] and row["coverage"] == 1.0
+    # a guessing worker agrees a third of the time: whole-data agreement 0.85 leaves it little
+    guess = rng.dirichlet(np.ones(3), size=1000)
+    row = workers.score_variant(LABELS, guess, ref, ref)
+    assert row["agreement"] < 0.45 and row["coverage"] < 0.35
+
+
+def test_the_bench_refuses_an_unknown_variant_and_tables_its_rows() -> None:
+    def data(n: int, name: str) -> Labelled:
+        items = [Item(id=str(i), fields={"text": t}) for i, t in enumerate(
+            ["I love this, great!", "awful, I hate it", "the bus leaves at noon"] * (n // 3))]
+        return Labelled(name, items, ["positive", "negative", "neutral"] * (n // 3), "test")
+
+    with pytest.raises(ValueError, match="unknown worker variant"):
+        workers.bench(data(3, "fit"), data(3, "held"), ["minilm-large"])
+    needs.module("vaderSentiment", needs.EMBED)
+    report = workers.bench(data(30, "fit"), data(60, "held"), ["vader"], progress=lambda s: None)
+    (row,) = report["rows"]
+    assert report["reference"] == "gold" and row["agreement"] == 1.0
+    assert "vader" in workers.table(report)
