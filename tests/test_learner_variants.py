@@ -242,3 +242,65 @@ def test_a_learner_with_options_still_votes_through_score() -> None:
     w = LearnerBackend(embedder=word_embed, head="knn", min_per_class=1).fit(texts, labels)
     votes = w.score(SENTIMENT, [Item(id="1", fields={"text": "great love"})])
     assert votes[0].label == "positive"
+
+
+# ---------------------------------------------------------------------- fine-tuning
+def _tiny_bert(tmp: Path) -> object:
+    """A loader of a 2-layer random BERT with a WordPiece vocabulary of the corpus (no download)."""
+    needs.module("torch", "pip install torch (a CPU build)")
+    needs.module("transformers", needs.EMBED)
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    vocab = tmp / "vocab.txt"
+    words = sorted({w for ws in (POS, NEG, NEU) for w in ws} | {"the", "number", "so", "it"})
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words,
+                                *map(str, range(10))]) + "\n")
+
+    def load(key: str) -> tuple[object, object]:
+        torch.manual_seed(0)
+        cfg = BertConfig(vocab_size=5 + len(words) + 10, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+        return BertTokenizerFast(str(vocab)), BertModel(cfg)
+
+    return load
+
+
+def test_finetuning_trains_only_the_last_layers_and_round_trips_as_arrays(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from speculabel.backends.learner import finetune as ftm
+
+    monkeypatch.setattr(ftm, "_load_base", _tiny_bert(tmp_path))
+    texts, labels = corpus(90)
+    base = ftm.FineTuned("minilm", *ftm._load_base("minilm"), None, sorted(set(labels)), 1)
+    ft = ftm.finetune(texts, labels, unfreeze=1, epochs=15, lr=1e-2, head_lr=0.1, C=1.0)
+    assert ft.log["epochs"] == 15 and not ft.log["stopped_by_clock"]
+    before = dict(base.model.named_parameters())
+    after = dict(ft.model.named_parameters())
+    assert torch_equal(after["encoder.layer.0.attention.self.query.weight"],
+                       before["encoder.layer.0.attention.self.query.weight"])  # frozen
+    assert not torch_equal(after["encoder.layer.1.attention.self.query.weight"],
+                           before["encoder.layer.1.attention.self.query.weight"])  # trained
+    probe, truth = corpus(30, seed=5)
+    p = ft.predict_proba(probe)
+    assert np.mean(np.asarray(ft.classes)[p.argmax(1)] == np.asarray(truth)) > 0.8
+    arrays = ft.arrays()
+    assert all(a.dtype != object for a in arrays.values())
+    assert not any(k.startswith("encoder/encoder.layer.0.") for k in arrays)
+    again = ftm.FineTuned.from_arrays("minilm", arrays, ft.classes, 1)
+    assert np.allclose(again.predict_proba(probe), p, atol=1e-5)
+
+
+def test_finetuning_stops_at_its_time_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from speculabel.backends.learner import finetune as ftm
+
+    monkeypatch.setattr(ftm, "_load_base", _tiny_bert(tmp_path))
+    texts, labels = corpus(60)
+    ft = ftm.finetune(texts, labels, unfreeze=1, epochs=50, batch=8, max_seconds=0.0)
+    assert ft.log["stopped_by_clock"] and ft.log["steps"] == 1 and ft.log["epochs"] == 0
+
+
+def torch_equal(a: object, b: object) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))  # type: ignore[arg-type]
