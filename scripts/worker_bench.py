@@ -41,6 +41,8 @@ def main() -> int:
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(report, indent=1))
     print(workers.table(report))
+    if report["pairs"]:
+        print(workers.pair_table(report))
     print(f"reference: {report['reference']}; fit on {fit.name} ({len(fit)}), scored on "
           f"{held.name} ({len(held)}); coverage certified at whole-data agreement "
           f">= {a.target} w.p. {1 - a.delta:.2f}; report: {a.out}")

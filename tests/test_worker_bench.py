@@ -47,3 +47,19 @@ def test_the_bench_refuses_an_unknown_variant_and_tables_its_rows() -> None:
     (row,) = report["rows"]
     assert report["reference"] == "gold" and row["agreement"] == 1.0
     assert "vader" in workers.table(report)
+
+
+def test_a_pair_decides_only_where_both_name_the_same_label() -> None:
+    rng = np.random.default_rng(2)
+    ref = [LABELS[i] for i in rng.integers(0, 3, 600)]
+    idx = np.array([LABELS.index(r) for r in ref])
+    right = np.full((600, 3), 0.1)
+    right[np.arange(600), idx] = 0.8
+    other = np.full((600, 3), 0.1)
+    other[np.arange(600), (idx + np.arange(600) % 2) % 3] = 0.8  # right on every other item
+    row = workers.score_pair(LABELS, right, other, ref, ref)
+    assert row["decided"] == 0.5 and row["agreement"] == 1.0
+    assert 0.45 <= row["coverage"] <= 0.5  # never more than the items the two agree on
+    wrong = np.roll(right, 1, axis=1)
+    none = workers.score_pair(LABELS, right, wrong, ref, ref)
+    assert none["decided"] == 0.0 and none["coverage"] == 0.0

@@ -39,6 +39,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "mpnet": ("learner:mpnet", {}),
     "mpnet+lex+temp": ("learner:mpnet", {"lexicon": True, "temperature": True}),
     "mpnet-knn": ("learner:mpnet", {"head": "knn"}),
+    # MiniLM's last two layers fine-tuned (speculabel.backends.learner.finetune); its cost per
+    # item is a whole forward pass of the tuned model (head_ms), no shared embedding
+    "minilm-ft": ("finetune:minilm", {"unfreeze": 2, "epochs": 3, "max_seconds": 120.0}),
 }
 TARGET = 0.85
 DELTA = 0.1
@@ -70,11 +73,35 @@ def score_variant(labels: Sequence[str], proba: np.ndarray, reference: Sequence[
     return {
         "agreement": round(float(agree.mean()), 4),
         "accuracy": round(float((pred == np.asarray(gold)).mean()), 4),
-        "ece": round(ece(conf, agree), 4),
+        "ece": round(float(ece(conf, agree)), 4),
         "coverage": round(float(cal.coverage), 4) if cal.feasible else 0.0,
         "threshold": cal.threshold,
         "feasible": bool(cal.feasible),
         "pred_counts": {lab: int((pred == lab).sum()) for lab in labels},
+    }
+
+
+def score_pair(labels: Sequence[str], pa: np.ndarray, pb: np.ndarray, reference: Sequence[str],
+               gold: Sequence[str], target: float = TARGET, delta: float = DELTA) -> dict[str, Any]:
+    """Two workers under the default majority rule of two (both must name the same label; the
+    support is the mean of their probabilities for it): the share they decide, their agreement
+    with the reference there, and the coverage certified for whole-data agreement."""
+    from speculabel.certify.threshold import calibrate_threshold
+
+    a, b = pa.argmax(axis=1), pb.argmax(axis=1)
+    both = a == b
+    rows = np.arange(len(a))
+    support = np.where(both, (pa[rows, a] + pb[rows, a]) / 2, -np.inf)
+    pred = np.array([labels[int(i)] for i in a])
+    agree = both & (pred == np.asarray(reference))
+    cal = calibrate_threshold(support, agree, target, delta, scope="dataset")
+    return {
+        "decided": round(float(both.mean()), 4),
+        "agreement": round(float(agree[both].mean()), 4) if both.any() else None,
+        "accuracy": round(float((pred == np.asarray(gold))[both].mean()), 4) if both.any() else None,
+        "coverage": round(float(cal.coverage), 4) if cal.feasible else 0.0,
+        "threshold": cal.threshold,
+        "feasible": bool(cal.feasible),
     }
 
 
@@ -106,6 +133,19 @@ def run_variant(name: str, spec: str, options: Mapping[str, Any], embedder: Any,
         head_ms = 1000 * (time.perf_counter() - t0) / max(1, len(items))
         proba = np.array([[v.probs.get(lab, 0.0) for lab in labels] for v in votes])
         return {"proba": proba, "fit_s": 0.0, "head_ms": head_ms}
+    if spec.startswith("finetune:"):
+        from speculabel.backends.learner.finetune import finetune
+
+        t0 = time.perf_counter()
+        ft = finetune(list(fit_texts), list(fit_labels), key=spec.partition(":")[2], **options)
+        fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        p = ft.predict_proba(list(eval_texts))
+        head_ms = 1000 * (time.perf_counter() - t0) / max(1, len(eval_texts))
+        proba = np.zeros((len(eval_texts), len(labels)))
+        for j, lab in enumerate(ft.classes):
+            proba[:, list(labels).index(lab)] = p[:, j]
+        return {"proba": proba, "fit_s": fit_s, "head_ms": head_ms, "finetune": ft.log}
     from speculabel.backends.learner.backend import LearnerBackend
 
     worker = LearnerBackend(spec, embedder=embedder, labels=list(labels), min_per_class=1,
@@ -144,13 +184,20 @@ def bench(fit: Any, held: Any, variants: Sequence[str], *, reference: Sequence[s
     fit_ref = list(fit_reference) if fit_reference is not None else list(fit.gold)
     embedders: dict[str, tuple[Any, float]] = {}
     rows: list[dict[str, Any]] = []
+    probas: dict[str, np.ndarray] = {}
     for name in variants:
         spec, options = VARIANTS[name]
         row: dict[str, Any] = {"variant": name, "spec": spec, "options": dict(options)}
         key = spec.partition(":")[2]
         embed_ms = 0.0
         emb = None
-        if key:
+        if key and spec.startswith("finetune:"):
+            problem = missing(key)
+            if problem:
+                progress(f"{name}: skipped, {problem}")
+                rows.append({**row, "skipped": problem})
+                continue
+        elif key:
             problem = missing(key)
             if problem:
                 progress(f"{name}: skipped, {problem}")
@@ -163,13 +210,21 @@ def bench(fit: Any, held: Any, variants: Sequence[str], *, reference: Sequence[s
             emb, embed_ms = embedders[key]
         got = run_variant(name, spec, options, emb, fit_texts, fit_ref, eval_texts, labels)
         proba = got.pop("proba")
+        probas[name] = proba
         row.update(score_variant(labels, proba, ref, held.gold, target, delta))
         row.update({k: (round(v, 4) if isinstance(v, float) else v) for k, v in got.items()})
         row["embed_ms"] = round(embed_ms, 3)
         row["ms_per_item"] = round(embed_ms + float(got["head_ms"]), 3)
         rows.append(row)
         progress(table({"rows": [row]}, header=False))
-    return {"task": "sentiment", "reference": "judge" if reference is not None else "gold",
+    pairs = []
+    if "vader" in probas:  # the sentiment task's default pair: vader + a learner
+        for name, proba in probas.items():
+            if name != "vader":
+                pairs.append({"variant": f"vader&{name}",
+                              **score_pair(labels, probas["vader"], proba, ref, held.gold, target,
+                                           delta)})
+    return {"task": "sentiment", "pairs": pairs, "reference": "judge" if reference is not None else "gold",
             "fit": {"source": fit.name, "n": len(fit)},
             "held_out": {"source": held.name, "n": len(held)},
             "target": target, "delta": delta, "scope": "dataset", "rows": rows}
@@ -177,6 +232,17 @@ def bench(fit: Any, held: Any, variants: Sequence[str], *, reference: Sequence[s
 
 COLUMNS = ("variant", "agreement", "accuracy", "ece", "coverage", "ms_per_item", "embed_ms",
            "head_ms", "fit_s")
+
+
+PAIR_COLUMNS = ("variant", "decided", "agreement", "accuracy", "coverage")
+
+
+def pair_table(report: Mapping[str, Any]) -> str:
+    """The report's pairs (vader + each learner, both must agree) as a fixed-width table."""
+    lines = [" ".join(f"{c:>22}" if i == 0 else f"{c:>11}" for i, c in enumerate(PAIR_COLUMNS))]
+    for r in report.get("pairs", []):
+        lines.append(" ".join([f"{r['variant']:>22}", *(f"{r[c]!s:>11}" for c in PAIR_COLUMNS[1:])]))
+    return "\n".join(lines)
 
 
 def table(report: Mapping[str, Any], header: bool = True) -> str:
