@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -245,9 +245,19 @@ def test_a_learner_with_options_still_votes_through_score() -> None:
 
 
 # ---------------------------------------------------------------------- fine-tuning
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Torch on one thread: a model this small gains nothing from two, and on a shared machine
+    two spinning threads make it about 20 times slower."""
+    torch = needs.module("torch", "pip install torch (a CPU build)")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _tiny_bert(tmp: Path) -> object:
     """A loader of a 2-layer random BERT with a WordPiece vocabulary of the corpus (no download)."""
-    needs.module("torch", "pip install torch (a CPU build)")
     needs.module("transformers", needs.EMBED)
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
@@ -267,7 +277,7 @@ def _tiny_bert(tmp: Path) -> object:
 
 
 def test_finetuning_trains_only_the_last_layers_and_round_trips_as_arrays(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None) -> None:
     from speculabel.backends.learner import finetune as ftm
 
     monkeypatch.setattr(ftm, "_load_base", _tiny_bert(tmp_path))
@@ -291,7 +301,8 @@ def test_finetuning_trains_only_the_last_layers_and_round_trips_as_arrays(
     assert np.allclose(again.predict_proba(probe), p, atol=1e-5)
 
 
-def test_finetuning_stops_at_its_time_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_finetuning_stops_at_its_time_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          one_thread: None) -> None:
     from speculabel.backends.learner import finetune as ftm
 
     monkeypatch.setattr(ftm, "_load_base", _tiny_bert(tmp_path))
@@ -304,3 +315,16 @@ def torch_equal(a: object, b: object) -> bool:
     import torch
 
     return bool(torch.equal(a, b))  # type: ignore[arg-type]
+
+
+def test_the_held_out_check_compares_the_tuned_model_with_the_frozen_head(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None) -> None:
+    from speculabel.backends.learner import finetune as ftm
+
+    monkeypatch.setattr(ftm, "_load_base", _tiny_bert(tmp_path))
+    texts, labels = corpus(120)
+    got = ftm.held_out_check(texts, labels, share=0.25, unfreeze=1, epochs=15, lr=1e-2,
+                             head_lr=0.1, C=1.0)
+    assert got["log"]["n"] == 90  # trained on the other 75 %
+    assert got["tuned"] > 0.8
+    assert got["use"] == (got["tuned"] > got["frozen"])
