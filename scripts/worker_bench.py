@@ -26,12 +26,19 @@ def main() -> int:
     ap.add_argument("--eval-n", type=int, default=2000)
     ap.add_argument("--target", type=float, default=workers.TARGET)
     ap.add_argument("--delta", type=float, default=workers.DELTA)
+    ap.add_argument("--torch-threads", type=int, default=None,
+                    help="torch's CPU threads [default: torch's own]; on a machine shared with "
+                         "other jobs, 1 avoids threads spinning while they wait for a core")
     a = ap.parse_args()
     variants = [v.strip() for v in a.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in workers.VARIANTS]
     if unknown:
         print(f"--variants: unknown {unknown}; known: {', '.join(workers.VARIANTS)}", file=sys.stderr)
         return 2
+    if a.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(a.torch_threads)
     try:
         fit, held = tweeteval("test", a.fit_n), tweeteval("val", a.eval_n)
     except DataMissing as e:
