@@ -13,6 +13,7 @@ Importing this package loads no model library: backends import theirs when they 
 Every error it raises on purpose derives from :class:`SpeculabelError`.
 """
 
+from speculabel.adaptive.finite import CertifiedLabels, classify_certified
 from speculabel.backends.base import Backend, BackendError, FunctionBackend
 from speculabel.backends.registry import load_backend
 from speculabel.cascade import Cascade, CascadeConfig, build_cascade, load_config
@@ -31,6 +32,7 @@ __all__ = [
     "Cascade",
     "CascadeConfig",
     "Certificate",
+    "CertifiedLabels",
     "ConfidentMajority",
     "Example",
     "FunctionBackend",
@@ -46,6 +48,7 @@ __all__ = [
     "WeightedVote",
     "build_cascade",
     "calibrate",
+    "classify_certified",
     "load_backend",
     "load_config",
     "load_task",

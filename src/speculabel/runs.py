@@ -128,10 +128,11 @@ class FileRun:
             cascade.close()
 
     def _adaptive(self, store: Any, note: Note) -> Iterator[Record]:
-        from speculabel.adaptive.session import AdaptiveSession
+        from speculabel.adaptive.session import AdaptiveSession, FiniteSession
 
-        session = AdaptiveSession(self.cfg, self.task, self.rows, self.results, self.output,
-                                  store, note)
+        kind = (FiniteSession if self.cfg.adaptive_settings().method == "rank"
+                else AdaptiveSession)
+        session = kind(self.cfg, self.task, self.rows, self.results, self.output, store, note)
         self.stats, self.session = session.stats, session
         for rec in session.records():
             self._write(rec)

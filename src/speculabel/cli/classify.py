@@ -18,6 +18,8 @@ from speculabel.cli.adaptive import (
     AdaptiveOpt,
     AuditOpt,
     DeltaOpt,
+    FitOpt,
+    MethodOpt,
     RecertifyOpt,
     ScopeOpt,
     SeedOpt,
@@ -133,6 +135,8 @@ def classify(
     warmup: WarmupOpt = None,
     recertify_every: RecertifyOpt = None,
     seed: SeedOpt = None,
+    adaptive_method: MethodOpt = None,
+    fit: FitOpt = None,
     engine: Annotated[
         str,
         typer.Option(help="local: this process; ray: a Ray Data pipeline (a local Ray instance, "
@@ -205,7 +209,7 @@ def classify(
         "parallel_workers": parallel_workers, "batch_size": batch_size,
         "adaptive": adaptive, "target": target, "delta": delta, "scope": scope,
         "audit_rate": audit_rate, "warmup": warmup, "recertify_every": recertify_every,
-        "seed": seed,
+        "seed": seed, "adaptive_method": adaptive_method, "fit": fit,
     }
     ray_flags: dict[str, Any] = {
         "address": address, "pool_size": pool_size, "judge_pool_size": judge_pool_size,

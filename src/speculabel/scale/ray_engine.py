@@ -58,6 +58,7 @@ from speculabel.scale.stages import (
 from speculabel.tasks import Task
 
 if TYPE_CHECKING:
+    from speculabel.policy import Policy
     from speculabel.scale.shards import ShardDir
 
 
@@ -182,9 +183,9 @@ def _model_step(ds: Any, model: ModelSpec, cfg: CascadeConfig, settings: RaySett
 
 
 def cascade_steps(ds: Any, cfg: CascadeConfig, task: Task, settings: RaySettings,
-                  store: str | None, layout: Layout) -> Any:
+                  store: str | None, layout: Layout, shape: Shape | None = None) -> Any:
     """Stage rows in, stage rows out with every item ``done`` or ``pending``."""
-    shape = shape_of(cfg, task)
+    shape = shape or shape_of(cfg, task)
     assert cfg.judge is not None  # check_ray_setup
     for step in plan_steps(shape, cfg.workers, cfg.judge):
         if step.kind == "decide":
@@ -208,6 +209,7 @@ def classify_dataset(
     votes: str | None = None,
     task: Task | None = None,
     run: str | None = None,
+    policy: Policy | None = None,
 ) -> Any:
     """A Ray dataset of items in, a Ray dataset of records out (lazy; nothing is written).
 
@@ -215,7 +217,8 @@ def classify_dataset(
     default: the field's name); ids must be unique.  The result has the record schema of
     :func:`speculabel.scale.shards.records_table`: one row per decided item; items the judge
     could not be reached for are left out (as the single-process run leaves them pending).
-    ``votes``: the vote store's path on every node (None: no store).  Call ``ray.init`` first.
+    ``votes``: the vote store's path on every node (None: no store); ``policy``: a rule object
+    that replaces the config's named one (it must pickle).  Call ``ray.init`` first.
     """
     from speculabel.cascade.build import check_setup
     from speculabel.tasks import load_task
@@ -225,9 +228,12 @@ def classify_dataset(
     check_ray_setup(cfg, id_column)
     settings = settings or RaySettings()
     layout = plan_layout(cfg, settings, cluster_cpus())
-    rows = ds.map_batches(PrepareCall(shape_of(cfg, task), dict(columns or {}), id_column,
+    shape = shape_of(cfg, task)
+    if policy is not None:
+        shape = replace(shape, rule=policy)
+    rows = ds.map_batches(PrepareCall(shape, dict(columns or {}), id_column,
                                       "dataset"), batch_format="pyarrow", num_cpus=LIGHT_CPUS)
-    rows = cascade_steps(rows, cfg, task, settings, votes, layout)
+    rows = cascade_steps(rows, cfg, task, settings, votes, layout, shape)
     return rows.map_batches(RecordsCall(run), batch_format="pyarrow", num_cpus=LIGHT_CPUS)
 
 

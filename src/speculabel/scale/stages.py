@@ -83,10 +83,13 @@ class Shape:
     weights: dict[str, float] = field(default_factory=dict)
     parallel_workers: bool = False
     early_exit: bool = False  # only with three workers
+    rule: Policy | None = None  # a rule object instead of the named one (match's MatchRule)
 
     def make_policy(self) -> Policy:
         from speculabel.policy import make_policy
 
+        if self.rule is not None:
+            return self.rule
         return make_policy(self.policy, self.threshold, weights=self.weights)
 
     def rules(self) -> Rules:
