@@ -328,3 +328,41 @@ def test_the_held_out_check_compares_the_tuned_model_with_the_frozen_head(
     assert got["log"]["n"] == 90  # trained on the other 75 %
     assert got["tuned"] > 0.8
     assert got["use"] == (got["tuned"] > got["frozen"])
+
+
+def test_a_finetuned_learner_uses_the_tuned_encoder_only_when_it_wins_held_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None) -> None:
+    from speculabel.backends.learner import finetune as ftm
+
+    monkeypatch.setattr(ftm, "_load_base", _tiny_bert(tmp_path))
+    texts, labels = corpus(120)
+    probe, truth = corpus(30, seed=5)
+    kw = {"finetune": True, "epochs": 15, "C": 1.0, "class_weight": None, "min_per_class": 1}
+    monkeypatch.setattr(ftm, "finetune", _fast(ftm.finetune))
+    # the frozen embedding knows nothing: the tuned encoder wins and is used, and kept
+    folder = tmp_path / "w"
+    w = LearnerBackend(embedder=noise_embed, directory=folder, **kw).fit(texts, labels)  # type: ignore[arg-type]
+    assert w.tune_report is not None and w.tune_report["used"]
+    assert w.tune_report["tuned_accuracy"] > w.tune_report["frozen_accuracy"]
+    p = w.predict_proba(probe)
+    assert np.mean(np.asarray(w.labels)[p.argmax(1)] == np.asarray(truth)) > 0.8
+    w.check_task(SENTIMENT)
+    w.close()
+    with np.load(folder / ftm.ENCODER_FILE, allow_pickle=False) as z:
+        assert "head/weight" in z.files
+    again = LearnerBackend(embedder=noise_embed, directory=folder, frozen=True, **kw)  # type: ignore[arg-type]
+    again.forget_cache()  # embedded anew by the reloaded tuned encoder
+    assert np.allclose(again.predict_proba(probe), p, atol=1e-5)
+    # the frozen embedding already separates the classes perfectly: tuning cannot beat it
+    strong = LearnerBackend(embedder=word_embed, directory=folder, **kw).fit(texts, labels)  # type: ignore[arg-type]
+    assert strong.tune_report is not None and not strong.tune_report["used"]
+    assert not (folder / ftm.ENCODER_FILE).exists()
+    with pytest.raises(BackendError, match="one text"):
+        LearnerBackend(embedder=noise_embed, **kw).fit([("a b", "c d")] * 12, ["x", "y"] * 6)  # type: ignore[arg-type]
+
+
+def _fast(finetune: object) -> object:
+    """The same fine-tuning with the learning rates a tiny random model needs."""
+    def run(*a: object, **kw: object) -> object:
+        return finetune(*a, **{**kw, "lr": 1e-2, "head_lr": 0.1, "C": 1.0})  # type: ignore[operator]
+    return run

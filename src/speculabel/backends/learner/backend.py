@@ -56,7 +56,7 @@ class LearnerBackend(LearningWorker):
 
     KIND = "learner"
     OPTIONS = (*LearningWorker.OPTIONS, "pair_mode", "C", "class_weight", "lexicon", "head", "k",
-               "temperature")
+               "temperature", "finetune", "epochs")
 
     def __init__(
         self,
@@ -69,8 +69,19 @@ class LearnerBackend(LearningWorker):
         head: str = "logistic",
         k: int = 15,
         temperature: bool = False,
+        finetune: bool = False,
+        epochs: int = 2,
         **kw: Any,
     ) -> None:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise BackendError(f"{spec}: epochs must be a whole number >= 1, got {epochs!r}")
+        self.finetune = bool(finetune)
+        self.epochs = int(epochs)
+        self._tuned: Any = None  # the fine-tuned encoder in use (finetune=true), else None
+        self._base_embed: Any = None
+        self._encoder_saved = False
+        #: the held-out check of the last fine-tuning (accuracies, whether it is used, its cost)
+        self.tune_report: dict[str, Any] | None = None
         if head not in HEADS:
             raise BackendError(f"{spec}: head must be one of {HEADS}, got {head!r}")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -98,11 +109,64 @@ class LearnerBackend(LearningWorker):
         super().__init__(spec, **kw)
 
     #: what a directory written before these options existed was fitted with
-    SETTING_DEFAULTS: ClassVar[dict[str, Any]] = {"lexicon": False, "head": "logistic", "temperature": False}
+    SETTING_DEFAULTS: ClassVar[dict[str, Any]] = {"lexicon": False, "head": "logistic",
+                                                  "temperature": False, "finetune": False}
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "pair_mode": self.pair_mode, "lexicon": self.lexicon,
-                "head": self.head, "temperature": self.temperature}
+                "head": self.head, "temperature": self.temperature, "finetune": self.finetune}
+
+    # ------------------------------------------------------------------ fine-tuning
+    def fit(self, texts: Sequence[Any], labels: Sequence[str]) -> LearningWorker:
+        """As :meth:`LearningWorker.fit`; with ``finetune``, the encoder's last layers are first
+        tuned on these labels and used only if they beat the frozen embedding on held-out ones
+        (:func:`.finetune.tune_for`; :attr:`tune_report` says what happened).  Labels that
+        arrive later retrain the head on the tuned embeddings, never the encoder."""
+        if self.finetune:
+            rows = [self._as_row(t) for t in texts]
+            if any(len(r) != 1 for r in rows):
+                raise BackendError(f"{self.spec}: finetune=true tunes on one text per item")
+            from speculabel.backends.learner.finetune import TunedEmbedder, tune_for
+
+            self._use_encoder(None)
+            ts = [r[0] for r in rows]
+            key = self.spec.partition(":")[2].partition("@")[0] or "minilm"
+            tuned, self.tune_report = tune_for(ts, [str(v) for v in labels], self.embed(ts),
+                                               key=key, epochs=self.epochs)
+            self._use_encoder(None if tuned is None else TunedEmbedder(tuned, self.embedder_name))
+        return super().fit(texts, labels)
+
+    def _use_encoder(self, tuned: Any) -> None:
+        """Embed with a tuned encoder (None: the base embedder); cached vectors are dropped."""
+        if self._base_embed is None:
+            self._base_embed = self._embed
+        self._embed = tuned if tuned is not None else self._base_embed
+        self._tuned = tuned.tuned if tuned is not None else None
+        self._encoder_saved = False
+        self._cache = {}
+
+    def _save(self, rewrite: bool = False) -> None:
+        if self._dir is not None and self.finetune and (rewrite or not self._encoder_saved):
+            from speculabel.backends.learner.finetune import ENCODER_FILE, save_encoder
+
+            if self._tuned is not None:
+                save_encoder(self._dir.path, self._tuned)  # before the vectors it made
+            else:
+                (self._dir.path / ENCODER_FILE).unlink(missing_ok=True)
+            self._encoder_saved = True
+        super()._save(rewrite)
+
+    def _load(self) -> None:
+        super()._load()
+        if self.finetune and self._dir is not None:
+            from speculabel.backends.learner.finetune import TunedEmbedder, load_encoder
+
+            tuned = load_encoder(self._dir.path)
+            if tuned is not None:
+                cache = self._cache  # the tuned vectors saved with it
+                self._use_encoder(TunedEmbedder(tuned, self.embedder_name))
+                self._cache = cache
+                self._encoder_saved = True
 
     def check_task(self, task: Task) -> None:
         if self.lexicon and len(task.fields) != 1:

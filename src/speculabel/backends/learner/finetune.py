@@ -179,3 +179,89 @@ def held_out_check(texts: Sequence[str], labels: Sequence[str], *, share: float 
     acc_t = float((tuned == truth).mean())
     acc_f = float((frozen.predict(xt) == truth).mean())
     return {"tuned": acc_t, "frozen": acc_f, "use": acc_t > acc_f, "log": ft.log}
+
+
+# ---------------------------------------------------------------------- inside a learner
+ENCODER_FILE = "encoder.npz"
+
+
+class TunedEmbedder:
+    """A fine-tuned encoder as a learner's embedder: unit-length pooled vectors, 256 a batch."""
+
+    def __init__(self, tuned: FineTuned, name: str) -> None:
+        self.tuned = tuned
+        self.name = name
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        self.tuned.model.eval()
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(texts), 256):
+                out.append(self.tuned.pooled(list(texts[i:i + 256])).numpy().astype(np.float32))
+        return np.vstack(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def tune_for(texts: Sequence[str], labels: Sequence[str], frozen: np.ndarray, *, key: str,
+             epochs: int, share: float = 0.2, seed: int = 0) -> tuple[FineTuned | None, dict[str, Any]]:
+    """Fine-tune on ``1 - share`` of the labels; keep it only if it beats a logistic head on the
+    ``frozen`` embeddings (same split) on the held-out rest.  ``(tuned or None, report)``.
+
+    Deterministic for a given machine (fixed seed, an epoch budget, no clock), as ``calibrate``
+    needs: it may fit the same share twice and ship the second fit under the first's certificate."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+
+    y = np.asarray(labels)
+    _, counts = np.unique(y, return_counts=True)
+    if len(counts) < 2 or counts.min() < 2 or len(y) < 10:
+        return None, {"used": False, "why": "too few labels for a held-out check"}
+    tr, te = train_test_split(np.arange(len(y)), test_size=share, random_state=seed, stratify=y)
+    ft = finetune([texts[i] for i in tr], list(y[tr]), key=key, epochs=epochs, seed=seed,
+                  max_seconds=float("inf"))
+    tuned = np.asarray(ft.classes)[ft.predict_proba([texts[i] for i in te]).argmax(1)]
+    frozen_head = LogisticRegression(C=3.0, max_iter=2000).fit(frozen[tr], y[tr])
+    acc_t = float((tuned == y[te]).mean())
+    acc_f = float((frozen_head.predict(frozen[te]) == y[te]).mean())
+    report = {"used": acc_t > acc_f, "held_out": len(te), "tuned_accuracy": round(acc_t, 4),
+              "frozen_accuracy": round(acc_f, 4), **ft.log}
+    return (ft if acc_t > acc_f else None), report
+
+
+def save_encoder(folder: Any, tuned: FineTuned) -> None:
+    """The tuned parameters beside the learner's head (plain arrays and JSON: no pickle)."""
+    import json
+    import os
+    from pathlib import Path
+
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    meta = {"key": tuned.key, "classes": tuned.classes, "unfreeze": tuned.unfreeze,
+            "max_len": tuned.max_len}
+    tmp = path / f".encoder.{os.getpid()}.tmp.npz"
+    payload: dict[str, Any] = {"__meta__": np.array(json.dumps(meta)), **tuned.arrays()}
+    np.savez(tmp, **payload)
+    tmp.replace(path / ENCODER_FILE)
+
+
+def load_encoder(folder: Any) -> FineTuned | None:
+    """The tuned encoder kept in ``folder`` (None when it has none), read without unpickling."""
+    import json
+    import zipfile
+    from pathlib import Path
+
+    from speculabel.backends.base import BackendError
+
+    p = Path(folder) / ENCODER_FILE
+    if not p.exists():
+        return None
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            meta = json.loads(str(z["__meta__"][()]))
+            arrays = {k: z[k] for k in z.files if k != "__meta__"}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise BackendError(f"{p}: not a tuned encoder written by speculabel ({e})") from e
+    ft = FineTuned.from_arrays(meta["key"], arrays, meta["classes"], int(meta["unfreeze"]))
+    ft.max_len = int(meta.get("max_len", ft.max_len))
+    return ft
