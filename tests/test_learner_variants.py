@@ -353,6 +353,12 @@ def test_a_finetuned_learner_uses_the_tuned_encoder_only_when_it_wins_held_out(
     again = LearnerBackend(embedder=noise_embed, directory=folder, frozen=True, **kw)  # type: ignore[arg-type]
     again.forget_cache()  # embedded anew by the reloaded tuned encoder
     assert np.allclose(again.predict_proba(probe), p, atol=1e-5)
+    # with temperature: the tuned model's own head, its temperature fitted on the held-out fifth
+    hot = LearnerBackend(embedder=noise_embed, temperature=True, **kw).fit(texts, labels)  # type: ignore[arg-type]
+    assert type(hot._model).__name__ == "TemperedLogistic" and hot._model.temperature_ != 1.0
+    assert hot.predict(probe) == w.predict(probe)
+    with pytest.raises(BackendError, match="lexicon"):
+        LearnerBackend(embedder=noise_embed, lexicon=True, **kw)  # type: ignore[arg-type]
     # the frozen embedding already separates the classes perfectly: tuning cannot beat it
     strong = LearnerBackend(embedder=word_embed, directory=folder, **kw).fit(texts, labels)  # type: ignore[arg-type]
     assert strong.tune_report is not None and not strong.tune_report["used"]

@@ -80,6 +80,7 @@ class LearnerBackend(LearningWorker):
         self._tuned: Any = None  # the fine-tuned encoder in use (finetune=true), else None
         self._base_embed: Any = None
         self._encoder_saved = False
+        self._pending_head: Any = None
         #: the held-out check of the last fine-tuning (accuracies, whether it is used, its cost)
         self.tune_report: dict[str, Any] | None = None
         if head not in HEADS:
@@ -89,6 +90,9 @@ class LearnerBackend(LearningWorker):
         if head == "knn" and (lexicon or temperature):
             raise BackendError(f"{spec}: lexicon and temperature need head=\"logistic\" (a "
                                "nearest-neighbour vote compares embeddings only)")
+        if finetune and lexicon:
+            raise BackendError(f"{spec}: finetune and lexicon cannot be combined (the tuned "
+                               "encoder's own head has no lexicon columns)")
         self.lexicon = bool(lexicon)
         self.head = head
         self.k = int(k)
@@ -134,7 +138,24 @@ class LearnerBackend(LearningWorker):
             tuned, self.tune_report = tune_for(ts, [str(v) for v in labels], self.embed(ts),
                                                key=key, epochs=self.epochs)
             self._use_encoder(None if tuned is None else TunedEmbedder(tuned, self.embedder_name))
-        return super().fit(texts, labels)
+            if tuned is not None and self.head == "logistic":
+                from speculabel.backends.learner.finetune import linear_head
+
+                held = self.tune_report.pop("held_out_index", []) if self.tune_report else []
+                on = ([ts[i] for i in held], [str(labels[i]) for i in held])
+                self._pending_head = linear_head(tuned, on if self.temperature else None)
+        try:
+            return super().fit(texts, labels)
+        finally:
+            self._pending_head = None
+
+    def fit_model(self, x: np.ndarray, y: np.ndarray) -> Any:
+        """Choose what is ``"auto"`` by cross-validation on (x, y), then fit on all of it (and,
+        with ``temperature``, fit the temperature on out-of-fold logits of those settings).  Just
+        after a fine-tuning that is used: the tuned model's own head (:func:`.finetune.linear_head`)."""
+        if self._pending_head is not None:
+            return self._pending_head
+        return self._fit_fresh(x, y)
 
     def _use_encoder(self, tuned: Any) -> None:
         """Embed with a tuned encoder (None: the base embedder); cached vectors are dropped."""
@@ -227,9 +248,7 @@ class LearnerBackend(LearningWorker):
 
         return LogisticRegression(C=c, max_iter=2000, class_weight=cw)
 
-    def fit_model(self, x: np.ndarray, y: np.ndarray) -> Any:
-        """Choose what is ``"auto"`` by cross-validation on (x, y), then fit on all of it (and,
-        with ``temperature``, fit the temperature on out-of-fold logits of those settings)."""
+    def _fit_fresh(self, x: np.ndarray, y: np.ndarray) -> Any:
         if self.head == "knn":
             return self.new_head().fit(x, y)
         if self.C == "auto" or self.class_weight == "auto":

@@ -226,7 +226,40 @@ def tune_for(texts: Sequence[str], labels: Sequence[str], frozen: np.ndarray, *,
     acc_f = float((frozen_head.predict(frozen[te]) == y[te]).mean())
     report = {"used": acc_t > acc_f, "held_out": len(te), "tuned_accuracy": round(acc_t, 4),
               "frozen_accuracy": round(acc_f, 4), **ft.log}
+    if acc_t > acc_f:
+        report["held_out_index"] = [int(i) for i in te]
     return (ft if acc_t > acc_f else None), report
+
+
+def linear_head(tuned: FineTuned, temperature_on: tuple[Sequence[str], Sequence[str]] | None = None
+                ) -> Any:
+    """The tuned model's own linear head as a fitted scikit-learn logistic regression (softmax of
+    ``W x + b`` is what multinomial logistic regression predicts), so it is stored and used like
+    any learner head.  With ``temperature_on=(texts, labels)`` (held-out: items the encoder was
+    not tuned on), a :class:`.heads.TemperedLogistic` with its temperature fitted there.
+
+    Why not a head fitted anew on the tuned embeddings of the fit labels: the encoder has seen
+    those items, so their embeddings separate better than a new item's will; a head or a
+    temperature chosen on them is over-confident."""
+    from sklearn.linear_model import LogisticRegression
+
+    from speculabel.backends.learner.heads import TemperedLogistic, fit_temperature
+
+    w = tuned.head.weight.detach().numpy().astype(np.float64)
+    b = tuned.head.bias.detach().numpy().astype(np.float64)
+    head = TemperedLogistic(max_iter=2000) if temperature_on is not None else LogisticRegression(max_iter=2000)
+    if len(tuned.classes) == 2:
+        head.coef_, head.intercept_ = (w[1] - w[0])[None, :], np.array([b[1] - b[0]])
+    else:
+        head.coef_, head.intercept_ = w, b
+    head.classes_ = np.array(tuned.classes)
+    head.n_features_in_ = w.shape[1]
+    head.n_iter_ = np.zeros(1, dtype=np.int32)
+    if temperature_on is not None:
+        texts, labels = temperature_on
+        z = TunedEmbedder(tuned, "")(list(texts)) @ w.T + b
+        head.temperature_ = fit_temperature(z, np.array([tuned.classes.index(v) for v in labels]))
+    return head
 
 
 def save_encoder(folder: Any, tuned: FineTuned) -> None:
