@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-fast lint typecheck imports bench-sentiment bench-tickets bench-stream bench-bargain bench-adaptive bench-tracer bench-serve bench-workers clean
+.PHONY: setup demo test test-fast lint typecheck imports bench-sentiment bench-tickets bench-stream bench-bargain bench-adaptive bench-tracer bench-serve bench-memory bench-workers clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -113,6 +113,13 @@ bench-workers:
 
 bench-serve:
 	$(PYBIN) scripts/bench_serve.py --out bench-out/serve.json $(SERVE_ARGS)
+
+# Memory flat in the input's length: classify (VADER alone, no LLM, no vote store) over
+# 100,000 and 1,000,000 TweetEval rows, each run's peak RSS and every id checked once
+# (a few minutes on 2 cores).  MEMORY_ARGS=--rows 20000 for a quick look.
+MEMORY_ARGS ?=
+bench-memory:
+	$(PYBIN) scripts/memory_bench.py --out bench-out/memory.json $(MEMORY_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

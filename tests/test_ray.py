@@ -103,8 +103,10 @@ def _same_vote(a: dict[str, Any], b: dict[str, Any]) -> None:
         assert abs(p - b["probs"][label]) <= PROB_TOL, (a, b)
 
 
+@pytest.mark.parametrize("fused", [None, False], ids=["fused", "actor-per-model"])
 def test_ray_records_equal_the_single_process_records(tweets: Path, tmp_path: Path,
-                                                      ray_address: str) -> None:
+                                                      ray_address: str, fused: bool | None
+                                                      ) -> None:
     import ray.data
 
     from speculabel.cascade.build import build_cascade
@@ -131,7 +133,7 @@ def test_ray_records_equal_the_single_process_records(tweets: Path, tmp_path: Pa
     run = RunInfo(settings={"test": 1}, input={"path": str(tweets)})
     result = classify_to_shards(str(tweets), ShardDir(str(out), run), cfg, cascade.task,
                                 id_column="tweet_id", columns={"text": "tweet"},
-                                settings=RaySettings(shard_rows=4))
+                                settings=RaySettings(shard_rows=4, fused=fused))
     ours = {r.id: r.to_json() for r in ShardDir(str(out), run).records()}
     assert result.rows == N + 1 and result.stats.items == N + 1 and result.stats.pending == 0
     assert sorted(ours) == sorted([*local, "empty1"])
@@ -221,7 +223,9 @@ def test_model_actors_killed_mid_run_are_restarted_without_duplicates(
     proc = subprocess.Popen(_args(tweets, out, ray_address, "-q"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     _wait_for_shards(out, proc, 1)
-    victims = _pids("MapWorker(MapBatches(WorkerStage))") + _pids("MapWorker(MapBatches(JudgeStage))")
+    victims = [*_pids("MapWorker(MapBatches(WorkerStage))"),
+               *_pids("MapWorker(MapBatches(JudgeStage))"),
+               *_pids("MapWorker(MapBatches(FusedStage))")]
     assert victims, "no model actor found to kill"
     for pid in victims:
         os.kill(pid, signal.SIGKILL)

@@ -190,6 +190,20 @@ def _open_store(path: str | None) -> Any:
         return None
 
 
+class FusedStage:
+    """Every model of the cascade loaded once in one actor; each batch goes through all the
+    steps here (:func:`run_steps`), as the single-process cascade runs it."""
+
+    def __init__(self, models: Sequence[ModelSpec], steps: Sequence[Step]) -> None:
+        self.stages = {m.spec: ModelStage(m) for m in models}
+        self.shape = models[0].shape
+        self.steps = list(steps)
+
+    def __call__(self, table: Any) -> Any:
+        backends = {spec: st.backend for spec, st in self.stages.items()}
+        return to_table(run_steps(to_rows(table), self.shape, self.steps, backends))
+
+
 class WorkerStage(ModelStage):
     """A worker model's actor (its own class, so Ray's logs and process titles name the role)."""
 
