@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -63,3 +65,54 @@ def test_a_pair_decides_only_where_both_name_the_same_label() -> None:
     wrong = np.roll(right, 1, axis=1)
     none = workers.score_pair(LABELS, right, wrong, ref, ref)
     assert none["decided"] == 0.0 and none["coverage"] == 0.0
+
+
+def test_speedup_counts_the_worker_everywhere_and_the_judge_where_it_may_not_decide() -> None:
+    assert workers.speedup(0.0, 0.75, 1000.0) == pytest.approx(4.0)
+    assert workers.speedup(10.0, 0.0, 1000.0) == pytest.approx(1000 / 1010)  # slower than alone
+    assert workers.speedup(10.0, 1.0, 1000.0) == pytest.approx(100.0)
+
+
+def _tweets(n: int) -> Labelled:
+    texts = ["I love this, great!", "awful, I hate it", "the bus leaves at noon"]
+    items = [Item(id=str(i), fields={"text": texts[i % 3]}) for i in range(n)]
+    return Labelled("t", items, [("positive", "negative", "neutral")[i % 3] for i in range(n)], "t")
+
+
+def test_judge_labels_are_stored_and_a_second_bench_calls_no_judge(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    needs.module("vaderSentiment", needs.EMBED)
+    from speculabel.backends.lexicon import VaderBackend
+
+    store = tmp_path / "votes.sqlite"
+    items = _tweets(9).items
+    labels, ms = workers.judge_labels(items, "vader", store, progress=lambda s: None)
+    assert labels[:3] == ["positive", "negative", "neutral"] and ms >= 0.0
+
+    def no_call(*a: object, **k: object) -> object:
+        raise AssertionError("the judge was asked again")
+
+    monkeypatch.setattr(VaderBackend, "score", no_call)
+    again, _ = workers.judge_labels(items, "vader", store, progress=lambda s: None)
+    assert again == labels
+
+
+def test_with_the_judges_cost_rows_and_pairs_carry_a_speedup() -> None:
+    needs.module("vaderSentiment", needs.EMBED)
+    report = workers.bench(_tweets(30), _tweets(60), ["vader"], judge_ms=900.0,
+                           progress=lambda s: None)
+    (row,) = report["rows"]
+    assert row["speedup"] == pytest.approx(workers.speedup(row["ms_per_item"], row["coverage"],
+                                                           900.0), abs=0.01)
+    assert report["judge_ms"] == 900.0 and "speedup" in workers.table(report)
+
+
+def test_the_script_refuses_a_bad_judge_cost_before_loading_anything() -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "worker_bench.py"
+    got = subprocess.run([sys.executable, str(script), "--judge-ms", "0"], capture_output=True,
+                         text=True, timeout=60)
+    assert got.returncode == 2 and got.stderr.strip().startswith("--judge-ms")
+    assert "Traceback" not in got.stderr

@@ -110,6 +110,31 @@ def score_pair(labels: Sequence[str], pa: np.ndarray, pb: np.ndarray, reference:
     }
 
 
+def judge_labels(items: Sequence[Any], spec: str, votes: Any, *,
+                 progress: Any = print) -> tuple[list[str | None], float]:
+    """The judge ``spec``'s label of each item (``None`` where it abstained) and its mean wall
+    clock per item, from the vote store at ``votes`` where stored, else computed and stored batch
+    by batch (an interrupted bench loses at most one batch of judge calls)."""
+    from speculabel.certify.votes import collect_votes
+    from speculabel.io.votes import VoteStore
+    from speculabel.tasks import SENTIMENT
+
+    def note(model: str, done: int, total: int) -> None:
+        if done == total or done % 80 == 0:
+            progress(f"{model}: {done}/{total} judge votes")
+
+    with VoteStore(votes) as store:
+        got = collect_votes(SENTIMENT, list(items), [spec], store, progress=note)[spec]
+    ms = [1000 * v.latency_s for v in got if v.label is not None]
+    return [v.label for v in got], (float(np.mean(ms)) if ms else 0.0)
+
+
+def speedup(ms_per_item: float, coverage: float, judge_ms: float) -> float:
+    """The judge's cost per item over the cascade's: the worker on every item, the judge on the
+    share it may not decide (``1 - coverage``)."""
+    return judge_ms / (ms_per_item + (1.0 - coverage) * judge_ms)
+
+
 def embed_cost(key: str, texts: Sequence[str], batch: int = 256) -> tuple[Any, float]:
     """The shared embedder ``key`` (loaded first), and its cold cost in ms per text."""
     from speculabel.backends.learner.embed import shared_embedder
@@ -175,10 +200,12 @@ def run_variant(name: str, spec: str, options: Mapping[str, Any], embedder: Any,
 def bench(fit: Any, held: Any, variants: Sequence[str], *, reference: Sequence[str] | None = None,
           fit_reference: Sequence[str] | None = None, target: float = TARGET,
           delta: float = DELTA, labels: Sequence[str] = ("negative", "neutral", "positive"),
-          progress: Any = print) -> dict[str, Any]:
+          judge_ms: float = 0.0, progress: Any = print) -> dict[str, Any]:
     """The table's rows for ``variants`` (names of :data:`VARIANTS`), fitted on ``fit``'s items
     and scored on ``held``'s (both :class:`speculabel.io.datasets.Labelled`).  ``reference``
     and ``fit_reference``: the labeller's labels of the held-out and fit items (default: gold).
+    ``judge_ms``: the judge's cost per item; when positive, each row and pair gets the
+    ``speedup`` of a cascade that sends the judge what the worker may not decide.
     """
     from speculabel.backends.learner.weights import missing
 
@@ -224,33 +251,42 @@ def bench(fit: Any, held: Any, variants: Sequence[str], *, reference: Sequence[s
             embed_ms = 0.0  # the tuned encoder embeds the held-out texts inside head_ms
         row["embed_ms"] = round(embed_ms, 3)
         row["ms_per_item"] = round(embed_ms + float(got["head_ms"]), 3)
+        if judge_ms > 0:
+            row["speedup"] = round(speedup(row["ms_per_item"], row["coverage"], judge_ms), 2)
         rows.append(row)
         progress(table({"rows": [row]}, header=False))
     pairs = []
+    cost = {r["variant"]: r["ms_per_item"] for r in rows if "ms_per_item" in r}
     if "vader" in probas:  # the sentiment task's default pair: vader + a learner
         for name, proba in probas.items():
             if name != "vader":
-                pairs.append({"variant": f"vader&{name}",
-                              **score_pair(labels, probas["vader"], proba, ref, held.gold, target,
-                                           delta)})
-    return {"task": "sentiment", "pairs": pairs, "reference": "judge" if reference is not None else "gold",
+                pair = {"variant": f"vader&{name}",
+                        **score_pair(labels, probas["vader"], proba, ref, held.gold, target, delta),
+                        "ms_per_item": round(cost["vader"] + cost[name], 3)}
+                if judge_ms > 0:
+                    pair["speedup"] = round(speedup(pair["ms_per_item"], pair["coverage"],
+                                                    judge_ms), 2)
+                pairs.append(pair)
+    return {"task": "sentiment", "pairs": pairs, "judge_ms": round(judge_ms, 1),
+            "reference": "judge" if reference is not None else "gold",
             "fit": {"source": fit.name, "n": len(fit)},
             "held_out": {"source": held.name, "n": len(held)},
             "target": target, "delta": delta, "scope": "dataset", "rows": rows}
 
 
 COLUMNS = ("variant", "agreement", "accuracy", "ece", "coverage", "ms_per_item", "embed_ms",
-           "head_ms", "fit_s")
+           "head_ms", "fit_s", "speedup")
 
 
-PAIR_COLUMNS = ("variant", "decided", "agreement", "accuracy", "coverage")
+PAIR_COLUMNS = ("variant", "decided", "agreement", "accuracy", "coverage", "ms_per_item",
+                "speedup")
 
 
 def pair_table(report: Mapping[str, Any]) -> str:
     """The report's pairs (vader + each learner, both must agree) as a fixed-width table."""
     lines = [" ".join(f"{c:>22}" if i == 0 else f"{c:>11}" for i, c in enumerate(PAIR_COLUMNS))]
     for r in report.get("pairs", []):
-        lines.append(" ".join([f"{r['variant']:>22}", *(f"{r[c]!s:>11}" for c in PAIR_COLUMNS[1:])]))
+        lines.append(" ".join([f"{r['variant']:>22}", *(f"{r.get(c)!s:>11}" for c in PAIR_COLUMNS[1:])]))
     return "\n".join(lines)
 
 
