@@ -171,7 +171,32 @@ def test_lexicon_options_that_cannot_work_are_refused(tmp_path: Path) -> None:
     LearnerBackend(embedder=noise_embed, directory=tmp_path, lexicon=True, C=1.0,
                    class_weight=None).fit(texts, labels)
     with pytest.raises(BackendError, match="lexicon"):
-        LearnerBackend(embedder=noise_embed, directory=tmp_path)
+        LearnerBackend(embedder=noise_embed, directory=tmp_path, lexicon=False)
+    assert LearnerBackend(embedder=noise_embed, directory=tmp_path).lexicon  # unset: the folder's
+
+
+def test_unset_the_lexicon_is_on_for_sentiment_only_and_a_plain_folder_stays_plain(
+        tmp_path: Path) -> None:
+    needs.module("vaderSentiment", "pip install vaderSentiment")
+    texts, labels = corpus(30)
+    on = LearnerBackend(embedder=noise_embed, C=1.0, class_weight=None)
+    on.check_task(SENTIMENT)
+    assert on.lexicon and on.features([("great",)]).shape[1] == noise_embed(["x"]).shape[1] + 4
+    pair = LearnerBackend(embedder=noise_embed)
+    pair.check_task(SIMILAR_TICKET)  # not refused: unset means off where it cannot apply
+    assert pair.lexicon is False
+    for off in (LearnerBackend(embedder=noise_embed, head="knn"),
+                LearnerBackend(embedder=noise_embed, finetune=True),
+                LearnerBackend(embedder=noise_embed, lexicon=False)):
+        off.check_task(SENTIMENT)
+        assert off.lexicon is False
+    # fitted with no task (the bench's plain variants): off, and so is its folder
+    plain = tmp_path / "plain"
+    LearnerBackend(embedder=word_embed, directory=plain, C=1.0, class_weight=None).fit(
+        texts, labels).close()
+    again = LearnerBackend(embedder=word_embed, directory=plain)
+    again.check_task(SENTIMENT)  # a folder built before the default changed keeps its features
+    assert again.lexicon is False and again.predict(["great love"]) == ["positive"]
 
 
 # ---------------------------------------------------------------------- nearest neighbours

@@ -247,7 +247,7 @@ def bench(fit: Any, held: Any, variants: Sequence[str], *, reference: Sequence[s
         probas[name] = proba
         row.update(score_variant(labels, proba, ref, held.gold, target, delta))
         row.update({k: (round(v, 4) if isinstance(v, float) else v) for k, v in got.items()})
-        if options.get("finetune"):
+        if (got.get("finetune") or {}).get("used"):
             embed_ms = 0.0  # the tuned encoder embeds the held-out texts inside head_ms
         row["embed_ms"] = round(embed_ms, 3)
         row["ms_per_item"] = round(embed_ms + float(got["head_ms"]), 3)
