@@ -9,11 +9,11 @@ the judge (:mod:`speculabel.bench.finite`).  Writes JSON and prints a Markdown t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from speculabel.bench.finite import METHODS, bench_input, table
+from speculabel.bench.inputs import run_inputs
 
 
 def main() -> int:
@@ -27,17 +27,12 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("bench-out/adaptive.json"))
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args()
-    rows = []
-    for spec in a.input:
-        source, _, n = spec.rpartition(":")
-        if not source or not n.isdigit():
-            ap.error(f"--input {spec!r}: expected SOURCE:N, e.g. tweets:test:1000")
-        rows += bench_input(source, int(n), target=a.target, delta=a.delta,
-                            seeds=range(a.seeds), methods=a.method or METHODS,
-                            say=(lambda m: None) if a.quiet else
-                            (lambda m: print(m, file=sys.stderr, flush=True)))
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(rows, indent=1))  # after each input: nothing lost
+    try:
+        rows = run_inputs(a.input, lambda src, n, say: bench_input(
+            src, n, target=a.target, delta=a.delta, seeds=range(a.seeds),
+            methods=a.method or METHODS, say=say), a.out, quiet=a.quiet)
+    except ValueError as e:
+        ap.error(str(e))
     print(table(rows))
     return 0
 

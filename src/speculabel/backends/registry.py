@@ -5,6 +5,7 @@ Spec forms:
   ``openai:MODEL@BASE_URL``                      -> OpenAI-compatible HTTP endpoint
   ``vader``                                      -> VADER sentiment lexicon
   ``learner:minilm``                             -> MiniLM + logistic regression, learns from labels
+  ``learner:mpnet``                              -> the same on all-mpnet-base-v2 (extra embed-mpnet)
   ``KIND:...`` or ``KIND``                       -> a plugin's backend (below)
 
 Plugins: another distribution adds a kind by an entry point in the group ``speculabel.backends``
@@ -80,7 +81,7 @@ def kind_of(spec: str) -> str:
     extra = "".join(f", {name}:..." for name in sorted(found) if name not in _KINDS)
     raise BackendError(
         f"unknown model {_safe(spec)!r}. Known: {known}; or gguf:PATH, openai:MODEL@BASE_URL, "
-        f"vader, learner:minilm, similarity:minilm{extra}"
+        f"vader, learner:minilm|mpnet, similarity:minilm|mpnet{extra}"
     )
 
 

@@ -86,11 +86,13 @@ class Certificate:
         cal = {m: c.to_config() for m, c in plan.calibration.items() if c.to_config()}
         return Cascade(self.task, self.workers, judge, policy, calibration=cal, **kwargs)
 
-    def save(self, path: str | Path, *, judge: str | None = None) -> Path:
+    def save(self, path: str | Path, *, judge: str | None = None,
+             task: str | None = None) -> Path:
         """Write a cascade.toml that ``speculabel classify --config`` runs: fitted learning
         workers go into ``STEM.fitted/`` beside it, frozen.  Workers of your own (a
         ``FunctionBackend``) are named by their spec: register them (entry point
-        ``speculabel.backends``) to run the file from the CLI."""
+        ``speculabel.backends``) to run the file from the CLI.  ``task``: how the config names
+        the task (a TOML file's path) when not by its built-in name."""
         from speculabel.backends.base import unwrap
         from speculabel.backends.learner.base import LearningWorker
         from speculabel.cascade.config import save_config
@@ -108,7 +110,7 @@ class Certificate:
                 models[inner.spec] = {"directory": str(folder.resolve()), "frozen": True}
         res = self.calibration.plan.result
         cfg = self.calibration.plan.to_config(
-            task=self.task.name, workers=[w.spec for w in self.workers], judge=judge,
+            task=task or self.task.name, workers=[w.spec for w in self.workers], judge=judge,
             models=models, certificate={
                 "scope": self.scope, "target": self.target, "delta": self.delta,
                 "reference": self.reference, "fit_items": self.calibration.n_fit,
@@ -134,6 +136,9 @@ def calibrate(
     fit_fraction: float | str | Sequence[float] | None = None,
     method: str = "fixed-sequence",
     seed: int = 0,
+    buy: str = "all",
+    first: int | None = None,
+    volume: int | None = None,
 ) -> Certificate:
     """Certify a threshold for these workers on these items.
 
@@ -147,6 +152,12 @@ def calibrate(
     1 - ``delta`` over the draw of the items; ``fit_fraction="auto"`` (the default when a worker
     learns) tries the shares of :data:`speculabel.certify.fitsplit.CANDIDATES` at ``delta / m``
     each and keeps the best (see :mod:`speculabel.certify.fitsplit`).
+
+    ``buy="sequential"`` (with ``judge`` and no labels): the judge labels a growing random
+    sample (``first`` items, doubled at each look) until more labels stop adding certified
+    coverage (weighed against ``volume``, the items you will classify, when given), at
+    ``delta`` over all looks (see :mod:`speculabel.certify.buying`); the
+    certificate's ``extra`` says how many labels were bought.
     """
     from speculabel.backends.base import unwrap
     from speculabel.backends.learner.base import LearningWorker
@@ -177,6 +188,20 @@ def calibrate(
     for name, labs in (("references", references), ("judge_labels", judge_labels)):
         if labs is not None and len(labs) != n:
             raise CalibrationError(f"{name}: {len(labs)} labels for {n} items")
+
+    if buy not in ("all", "sequential"):
+        raise CalibrationError(f"buy must be 'all' or 'sequential', got {buy!r}")
+    if buy == "sequential":
+        from speculabel.certify.buying import FIRST, calibrate_buying
+
+        if judge_b is None or references is not None or judge_labels is not None:
+            raise CalibrationError("buy='sequential' buys the judge's labels: give judge= and "
+                                   "no references= / judge_labels=")
+        bought: Certificate = calibrate_buying(
+            calibrate, CalibrationError, the_task, models, its, judge_b, scope=scope,
+            target=target, delta=delta, first=FIRST if first is None else first, volume=volume,
+            seed=seed, policy=policy, fit_fraction=fit_fraction, method=method)
+        return bought
 
     def asked() -> list[str | None]:
         if judge_b is None:

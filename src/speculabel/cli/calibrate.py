@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from speculabel.cascade.config import DEFAULT_JUDGE
+from speculabel.cli.calibrate_plan import measure_offsets, print_plan, warn_one_class
 from speculabel.cli.common import (
     DelimiterOpt,
     IdOpt,
@@ -24,7 +25,6 @@ from speculabel.cli.common import (
     TextOpt,
     VotesOpt,
     column_map,
-    console,
     csv_list,
     echo_note,
     fail,
@@ -153,6 +153,17 @@ def calibrate(
         Path | None, typer.Option(help="Also write the full evidence as JSON here.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the fit/certify split.")] = 0,
+    buy: Annotated[
+        str, typer.Option(help="all: the judge labels every item; sequential: a growing random "
+                               "sample (--first items, doubled at each look, delta/K per look) "
+                               "until more labels stop paying (see --volume).")
+    ] = "all",
+    first: Annotated[int | None, typer.Option(min=2, help="--buy sequential: the first look's "
+                                                          "sample size [default: 200].")] = None,
+    volume: Annotated[int | None, typer.Option(min=1, help="--buy sequential: the items you will "
+                                                           "classify with the config; more labels "
+                                                           "are bought while the coverage they add "
+                                                           "saves more judge calls on them.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Certify the acceptance threshold with the fewest judge calls for a target, and write a
@@ -197,6 +208,12 @@ def calibrate(
         raise fail(f"--delta must be between 0 and 1, both excluded, got {delta:g}")
     if method not in METHODS:
         raise fail(f"--method must be one of {', '.join(METHODS)}")
+    if buy not in ("all", "sequential"):
+        raise fail(f"--buy must be all or sequential, got {buy!r}")
+    if buy == "sequential" and (reference == "gold" or non_inferior is not None
+                                or labels_from_column or model_calibration != "none"):
+        raise fail("--buy sequential buys the judge's labels: it takes no --reference gold, "
+                   "--non-inferior, --labels-from-column or --model-calibration")
     share: float | str | None = fit_fraction
     if fit_fraction is not None and fit_fraction != "auto":
         try:
@@ -236,6 +253,14 @@ def calibrate(
     except (OutputBusyError, OSError) as e:
         raise fail(str(e)) from None
     try:
+        if buy == "sequential":
+            from speculabel.cli.calibrate_buy import buy_and_write
+
+            buy_and_write(output, the_task, task_for_config(task), items, worker_specs,
+                          judge_spec, scope=the_scope, target=goal, delta=delta, policy=policy,
+                          fit_fraction=share, method=method, votes=votes, first=first,
+                          volume=volume, seed=seed, quiet=quiet)
+            return
         _certify_and_write(
             input, output, the_task, task, items, gold, worker_specs, judge_spec, the_scope, goal,
             reference, delta, policy, model_calibration, share, method, votes, early_exit,
@@ -278,7 +303,7 @@ def _certify_and_write(
     try:
         offsets: dict[str, dict[str, float]] = {}
         if model_calibration in ("auto", "contextual", "both"):
-            offsets = _measure_offsets(worker_specs, the_task, lambda m: echo_note(m, quiet))
+            offsets = measure_offsets(worker_specs, the_task, lambda m: echo_note(m, quiet))
         with VoteStore(store_path) as store:
             cal = run(the_task, items, gold, worker_specs, judge_spec, store=store,
                       fitted_dir=staging, target=goal, delta=delta, scope=scope,
@@ -290,8 +315,8 @@ def _certify_and_write(
         raise fail(str(e)) from None
     plan, res = cal.plan, cal.plan.result
     ref_name = f"judge {judge_spec}" if reference == "judge" else "gold labels"
-    _warn_one_class(cal, ref_name)
-    _print_plan(plan, ref_name, cal.n_certify + cal.n_fit)
+    warn_one_class(cal, ref_name)
+    print_plan(plan, ref_name, cal.n_certify + cal.n_fit)
     for note in cal.notes:
         echo_note(note, quiet)
     if report is not None:
@@ -347,101 +372,6 @@ def task_for_config(task: str) -> str:
     from speculabel.tasks import BUILTIN_TASKS
 
     return task if task in BUILTIN_TASKS else str(Path(task).expanduser().resolve())
-
-
-def _warn_one_class(cal: Any, ref_name: str) -> None:
-    """Calibration items whose reference labels are all one class certify nothing about the
-    others: say so, whatever the workers (learning workers refuse such a fit share outright)."""
-    data = cal.data
-    if data is None:
-        return
-    classes = sorted({r for r in data.reference if r is not None})
-    if len(classes) == 1:
-        typer.secho(
-            f"warning: every calibration item has the same reference label ({ref_name}: "
-            f"{classes[0]!r}); a certificate on one class says nothing about the others: "
-            "calibrate on items of every class", fg=typer.colors.YELLOW, err=True)
-
-
-def _pct(value: float | None, signed: bool = False) -> str:
-    """A share as a percentage for the plan table; ``-`` where there is none."""
-    if value is None:
-        return "-"
-    return f"{100 * value:+.1f}%" if signed else f"{100 * value:.1f}%"
-
-
-def _measure_offsets(specs: list[str], task: Any, say: Any) -> dict[str, dict[str, float]]:
-    """Contextual-calibration offsets of the LLM workers (three content-free inputs each)."""
-    from speculabel.backends.registry import kind_of, load_backend
-    from speculabel.calibration.offsets import contextual_offsets
-
-    out: dict[str, dict[str, float]] = {}
-    for spec in specs:
-        if kind_of(spec) not in ("llamacpp", "openai"):
-            continue  # lexicons and learners have no prompt bias to measure
-        backend = load_backend(spec)
-
-        def score(its: Any, b: Any = backend) -> Any:
-            return b.score(task, its)
-
-        try:
-            out[spec] = contextual_offsets(score, task.fields)
-        except ValueError as e:
-            say(f"  {spec}: no contextual offsets ({e})")
-        finally:
-            backend.close()
-    return out
-
-
-def _print_plan(plan: Any, ref_name: str, n_ref: int) -> None:
-    from rich.table import Table
-
-    res = plan.result
-    t = Table(title=f"calibration against the {ref_name} ({n_ref} items)", show_header=False)
-    t.add_row("policy", plan.policy)
-    t.add_row("method", f"{res.method}, target {res.target:g}, delta {res.delta:g}")
-    t.add_row("items fit / certify", f"{plan.n_fit} / {plan.n_test}")
-    signed = res.scope == "non-inferior"  # an accuracy loss, not an agreement
-    if res.feasible and res.coverage > 0:
-        side = "upper" if signed else "lower"
-        t.add_row("threshold", f"{res.threshold:g}")
-        t.add_row("expected coverage", f"{_pct(res.coverage)} decided by the workers")
-        t.add_row("judge-call rate", _pct(res.judge_call_rate))
-        t.add_row("agreement on the workers' items", _pct(res.agreement))
-        quantity = {"dataset": "whole-data agreement",
-                    "non-inferior": "accuracy loss"}.get(res.scope)
-        if quantity:  # the certified quantity, when it is not the line above
-            t.add_row(f"{quantity} (calibration)", _pct(res.estimate, signed))
-        t.add_row(f"{quantity or 'agreement'}: {side} bound ({100 * (1 - res.delta):g}%)",
-                  _pct(res.bound, signed))
-    else:
-        t.add_row("threshold", "none qualifies" if not res.feasible else
-                  f"{res.threshold:g} only, where the workers decide no item")
-        t.add_row("best single-threshold bound", _pct(res.best_bound, signed))
-        if res.shortfall > 0:
-            t.add_row("short by", f"{100 * res.shortfall:.1f} points")
-        elif res.stopped_at is not None:
-            t.add_row("test sequence stopped at", f"threshold {res.stopped_at:g}")
-    for name, alt in plan.alternatives.items():
-        desc = (f"threshold {alt.threshold:g}, coverage {100 * alt.coverage:.1f}%"
-                if alt.feasible else "infeasible")
-        t.add_row(f"(also tried {name})", desc)
-    for w, v in plan.weights.items():
-        t.add_row(f"weight {w}", f"{v:g}")
-    for m, c in plan.calibration.items():
-        kept = c.report.get("kept", {})
-        what = []
-        if kept.get("offsets"):
-            what.append("contextual offsets")
-        if kept.get("temperature"):
-            what.append(f"temperature {c.temperature:g}")
-        raw = c.report.get("raw", {})
-        cc = c.report.get("contextual")
-        acc = f"accuracy {100 * raw.get('accuracy', 0):.1f}%"
-        if cc:
-            acc += f" raw, {100 * cc.get('accuracy', 0):.1f}% contextual"
-        t.add_row(f"calibration {m}", f"{', '.join(what) or 'none kept'} ({acc})")
-    console(stderr=True).print(t)
 
 
 def register(app: typer.Typer) -> None:

@@ -68,6 +68,16 @@ def match(
     address: Annotated[str | None, typer.Option(
         help="--engine ray: the cluster (auto, ray://HOST:10001, HOST:6379) [default: start a "
              "local instance].")] = None,
+    adaptive: Annotated[bool, typer.Option(
+        "--adaptive", help="No labels or calibration needed: the judge labels a random share "
+        "of the candidate pairs (the learning workers learn from it), then buys labels until "
+        "a rank cut is certified for --target agreement with the judge over all candidate "
+        "pairs; the workers decide the pairs above it.")] = False,
+    target: Annotated[float, typer.Option(min=0.0, max=1.0, help="--adaptive: agreement with "
+                                          "the judge to certify over the candidate pairs.")
+                      ] = 0.85,
+    delta: Annotated[float, typer.Option(min=0.0, max=1.0, help="--adaptive: allowed "
+                                         "probability that the guarantee fails.")] = 0.1,
     quiet: QuietOpt = False,
 ) -> None:
     """Find the similar tickets in a queue: one JSON line per ticket with its matches and its
@@ -80,6 +90,7 @@ def match(
     0 done, 2 bad input or settings (nothing loaded or written), 3 pairs left undecided (judge
     unavailable: rerun), 130 interrupted (rerun to resume).
     """
+    from speculabel.adaptive.decider import AdaptiveDecider
     from speculabel.backends.base import BackendError
     from speculabel.cascade.build import check_setup
     from speculabel.cascade.config import ConfigError, make_config, read_config_data
@@ -102,10 +113,12 @@ def match(
         flags = {"workers": csv_list(workers, "--workers"), "judge": judge, "policy": policy,
                  "threshold": threshold, "batch_size": batch_size}
         data.update({k_: v for k_, v in flags.items() if v is not None})
+        if adaptive:
+            data.update({"adaptive": True, "target": target, "delta": delta})
         cfg = make_config(data, f"{config} (with the flags)" if config else "settings")
-        if cfg.adaptive:
-            raise ConfigError("match does not run adaptive cascades yet: calibrate (or "
-                              "speculabel.match.certify_matches) and pass the config")
+        if cfg.adaptive and (engine != "local" or judge_budget is not None or reject is not None):
+            raise ConfigError("--adaptive runs with --engine local, no --judge-budget and no "
+                              "--reject (it certifies its own cut)")
         the_task = load_task(cfg.task)
         if len(the_task.fields) != 2 or MATCH_LABEL not in the_task.label_names:
             raise ConfigError(f"task {the_task.name!r} is not a pair task with a "
@@ -113,6 +126,9 @@ def match(
         check_setup(cfg, the_task)
         rule = certified_rule(cfg, reject)
         _check_engine(engine, address, cfg, settings)
+        decider = (AdaptiveDecider(cfg, the_task, Path(output).with_name(
+            Path(output).name + ".adaptive") / "finite.json", lambda m: echo_note(m, quiet))
+            if cfg.adaptive else None)
     except (ConfigError, TaskError, BackendError, ValueError) as e:
         raise fail(str(e)) from None
     out_path = Path(output)
@@ -143,7 +159,7 @@ def match(
         if out.pairs:
             echo_note(f"resuming: {len(out.pairs)} pairs already decided in "
                       f"{out.pairs_path}", quiet)
-        _run(entries, past, cfg, rule, settings, out, out_path, quiet, engine, address)
+        _run(entries, past, cfg, rule, settings, out, out_path, quiet, engine, address, decider)
 
 
 def _check_engine(engine: str, address: str | None, cfg: Any, settings: Any) -> None:
@@ -193,19 +209,19 @@ def _cascade(cfg: Any, rule: Any, quiet: bool) -> Any:
 
 def _run(entries: list[Any], past: list[Any], cfg: Any, rule: Any, settings: Any,
          out: Any, out_path: Path, quiet: bool, engine: str = "local",
-         address: str | None = None) -> None:
+         address: str | None = None, adaptive: Any = None) -> None:
     from speculabel.match.run import run_match
     from speculabel.match.statement import statement
     from speculabel.runs import learner_dirs
 
-    learning = learner_dirs(cfg.workers, cfg.models, out_path)
+    learning = {} if adaptive else learner_dirs(cfg.workers, cfg.models, out_path)
     for spec, where in learning.items():
         cfg.models.setdefault(spec, {})["directory"] = str(where)
     if learning and settings.judge_budget is not None:
         echo_note(f"note: {', '.join(learning)} learn from the judge, but under a judge budget "
                   "the workers decide before the judge is asked: fit them first (a config from "
                   "certify_matches)", quiet)
-    decide = _ray_decider(cfg, rule, address, quiet) if engine == "ray" else None
+    decide = adaptive or (_ray_decider(cfg, rule, address, quiet) if engine == "ray" else None)
     cascade = _cascade(cfg, rule, quiet) if decide is None else None
     try:
         with _Bars(quiet) as bars:
@@ -218,7 +234,8 @@ def _run(entries: list[Any], past: list[Any], cfg: Any, rule: Any, settings: Any
     finally:
         if cascade is not None:
             cascade.close()
-    for line in statement(result.stats, settings, cfg.certificate):
+    for line in statement(result.stats, settings,
+                          adaptive.certificate() if adaptive else cfg.certificate):
         typer.echo(line)
     typer.echo(f"results: {out_path}")
     if result.stats.pending:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # numpy and the search load when a run starts, not with ``imp
     from speculabel.match.candidates import Pair
 
 Progress = Callable[[str, int, int], None]
-Decide = Callable[[Sequence[Item]], Iterable[Record]]
+Decide = Callable[..., Iterable[Record]]  # (items) -> records; (items, done) with wants_all
 EmbedFn = Callable[[Sequence[str]], "np.ndarray"]
 
 #: chosen by the bench (``scripts/match_bench.py``) on Banking77 queues from test.csv
@@ -185,6 +185,8 @@ def run_match(
 
     ``decide``: decides the candidate pairs instead of ``cascade.classify_iter`` (the Ray
     engine: records in any order, matched by id; a pair it returns no record for is pending);
+    one with ``wants_all`` gets every candidate pair and the keys decided before, and yields
+    records for the others only (an adaptive run, :mod:`speculabel.match.adaptive`);
     ``cascade`` may then be None (the tickets are embedded with MiniLM)."""
     s = settings or MatchSettings()
     s.check()
@@ -217,9 +219,11 @@ def run_match(
     keys = [pair_key(p, ids, past_ids) for p in cands]
     todo = [i for i, k in enumerate(keys) if k not in decided]
     stats.resumed_pairs = len(cands) - len(todo)
-    items = [Item(keys[i], {"text_a": texts[cands[i].a],
-                            "text_b": (past_texts if cands[i].past else texts)[cands[i].b]})
-             for i in todo]
+    def pair_item(i: int) -> Item:
+        return Item(keys[i], {"text_a": texts[cands[i].a],
+                              "text_b": (past_texts if cands[i].past else texts)[cands[i].b]})
+
+    items = [pair_item(i) for i in todo]
     done = [stats.resumed_pairs]
 
     def keep(i: int, rec: Record | None) -> None:
@@ -239,7 +243,11 @@ def run_match(
             raise ValueError("a judge budget needs the local engine (pairs are re-ranked after "
                              "each judge answer)")
         at = {keys[i]: i for i in todo}
-        for rec in decide(items):
+        if getattr(decide, "wants_all", False):  # every pair, those decided before skipped
+            stream = decide([pair_item(i) for i in range(len(cands))], set(decided))
+        else:
+            stream = decide(items)
+        for rec in stream:
             keep(at.pop(str(rec.id)), rec)
         for key, i in list(at.items()):  # the judge was out of reach: decided on a rerun
             keep(i, Record(id=key, label=None, decided_by=None, error="judge unavailable",

@@ -56,6 +56,13 @@ def guarantee(stats: MatchStats, certificate: Mapping[str, Any] | None) -> list[
                 f"speculabel.match.certify_matches on labelled candidate pairs, or calibrate, "
                 f"and pass the config). {judged}"]
     promise = str(certificate["promise"])
+    if certificate.get("scope") == "adaptive":
+        if not certificate.get("certified"):
+            return [f"Adaptive run: {promise}. {judged}"]
+        return [f"Certified (adaptive run): {promise}. The items are this run's "
+                f"{s.candidate_pairs} candidate pairs, matches and non-matches together; it "
+                f"does not bound the precision of the {s.matches_by_workers} matches the workers "
+                f"reported alone (certify_matches does). {judged}"]
     if certificate.get("scope") == "match-precision":
         ref = certificate.get("reference", "the reference")
         out = [f"Certified: {promise}. It covers the {s.matches_by_workers} matches the "

