@@ -113,13 +113,21 @@ def test_task_with_column_labels_is_written_beside_the_config(tmp_path: Path) ->
 
 
 def test_cv_chooses_weak_regularisation_for_separable_many_classes() -> None:
-    from speculabel.backends.learner.select import C_GRID, choose
+    from speculabel.backends.learner.select import C_GRID, KNN_TEMPERATURES, KNN_WEIGHTS, choose
 
     items, labs = _intent_data(400)
     x = CentroidEmbedder()([it.fields["text"] for it in items])
     got = choose(x, np.array(labs))
     assert got.C in C_GRID and got.C >= 30 and got.folds == 3
-    assert len(got.scores) == len(C_GRID) * 2  # both weightings tried
+    assert sum(k.startswith("C=") for k in got.scores) == len(C_GRID) * 2  # both weightings
+    # then the neighbour vote's weight and temperature, on the same folds (0 always allowed)
+    mixes = (len(KNN_WEIGHTS) - 1) * len(KNN_TEMPERATURES)
+    assert sum(k.startswith("knn_weight=") for k in got.scores) == mixes
+    assert got.knn_weight in KNN_WEIGHTS and got.temperature in KNN_TEMPERATURES
+    # a neighbour vote is mixed in only when it lowers the out-of-fold loss
+    plain = min(v for k, v in got.scores.items() if k.startswith("C="))
+    mixed = min(v for k, v in got.scores.items() if k.startswith("knn"))
+    assert (got.knn_weight > 0) == (mixed < plain)
     # too few labels for two folds: the middle of the grid, unweighted
     tiny = choose(x[:3], np.array(labs[:3]))
     assert tiny.folds == 0 and tiny.class_weight is None

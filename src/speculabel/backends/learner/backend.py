@@ -10,7 +10,8 @@ call) and fits a logistic-regression head, so it costs almost nothing per item. 
 
 Its regularisation ``C`` and class weighting are chosen by cross-validation on the labels it is
 fitted on (``C="auto"``, ``class_weight="auto"``, the defaults; see :mod:`.select`): a 3-label
-task with a few hundred labels and a 77-intent task want very different heads.
+task with a few hundred labels and a 77-intent task want very different heads.  So is the weight
+of a nearest-neighbour vote mixed into the head (:mod:`.mixhead`; 0 when it does not help).
 
 Pair tasks (two fields): each text is embedded on its own and the features are
 ``[a + b, |a - b|, a * b]`` (symmetric in the two texts), ``pair_mode="sym"``; ``"sep"`` embeds
@@ -87,10 +88,20 @@ class LearnerBackend(LearningWorker):
                 cw if self.class_weight == "auto" else self.class_weight)
 
     def new_head(self) -> Any:
-        from sklearn.linear_model import LogisticRegression
+        from speculabel.backends.learner.mixhead import MixedHead
 
         c, cw = self._settings_now()
-        return LogisticRegression(C=c, max_iter=2000, class_weight=cw)
+        ch = self.choice
+        return MixedHead(C=c, class_weight=cw, max_iter=2000,
+                         knn_weight=getattr(ch, "knn_weight", 0.0),
+                         temperature=getattr(ch, "temperature", 0.05))
+
+    def other_heads(self) -> dict[str, Any]:
+        """A plain logistic regression: the head that earlier versions saved (still loaded)."""
+        from sklearn.linear_model import LogisticRegression
+
+        return {"sklearn.linear_model._logistic.LogisticRegression":
+                lambda: LogisticRegression(max_iter=2000)}
 
     def fit_model(self, x: np.ndarray, y: np.ndarray) -> Any:
         """Choose what is ``"auto"`` by cross-validation on (x, y), then fit on all of it."""

@@ -131,6 +131,11 @@ class LearningWorker(Backend):
     def new_head(self) -> Any:
         """An unfitted scikit-learn classifier with ``predict_proba``."""
 
+    def other_heads(self) -> dict[str, Any]:
+        """Factories of other head classes a saved directory may hold, by class name (heads
+        that earlier versions fitted); :meth:`new_head` is the default."""
+        return {}
+
     def fit_model(self, x: np.ndarray, y: np.ndarray) -> Any:
         """A head fitted on ``(x, y)`` (subclasses may choose its settings from the data)."""
         return self.new_head().fit(x, y)
@@ -418,7 +423,7 @@ class LearningWorker(Backend):
         for row in self._dir.read_examples():
             self._add(tuple(row["fields"]), str(row["label"]))
         self._cache = self._dir.read_embeddings()
-        self._model = self._dir.read_model(self.new_head)
+        self._model = self._dir.read_model(self.new_head, self.other_heads())
         if self._model is not None:
             self._trained_on = int(meta.get("trained_on", 0))
             self._trained_digest = str(meta.get("trained_digest", ""))
