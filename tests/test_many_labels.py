@@ -148,6 +148,24 @@ def test_explicit_fit_votes_and_names_unseen_labels() -> None:
     assert worker.choice is not None
 
 
+def test_a_second_fit_on_the_same_data_reuses_the_first(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    from speculabel.backends.learner import select
+    from speculabel.backends.learner.backend import LearnerBackend
+
+    items, labs = _intent_data(200)
+    worker = LearnerBackend(embedder=CentroidEmbedder())
+    x = worker.embed([it.fields["text"] for it in items])
+    first = worker.fit_model(x, np.array(labs))
+    chosen = worker.choice
+    monkeypatch.setattr(select, "choose", lambda *a, **k: pytest.fail("chose again"))
+    assert worker.fit_model(x, np.array(labs)) is first and worker.choice is chosen
+    # other labels are other data: fitted anew
+    monkeypatch.undo()
+    other = worker.fit_model(x, np.array(labs[1:] + labs[:1]))
+    assert other is not first
+
+
 def test_calibrate_many_labels_chooses_the_fit_share() -> None:
     from speculabel import calibrate
     from speculabel.backends.learner.backend import LearnerBackend

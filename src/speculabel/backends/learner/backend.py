@@ -32,6 +32,7 @@ from speculabel.backends.base import BackendError
 from speculabel.backends.learner.base import LearningWorker
 
 PAIR_MODES = ("sym", "sep")
+KEEP_FITS = 8  # fits kept for a second call on the same data (calibrate's chosen fit share)
 
 
 class LearnerBackend(LearningWorker):
@@ -61,6 +62,7 @@ class LearnerBackend(LearningWorker):
         self.class_weight = class_weight
         #: what cross-validation chose at the last fit (None until then, or when nothing is auto)
         self.choice: Any = None
+        self._fits: dict[str, tuple[Any, Any]] = {}  # the last fits, by their data (fit_model)
         super().__init__(spec, **kw)
 
     def settings(self) -> dict[str, Any]:
@@ -104,14 +106,29 @@ class LearnerBackend(LearningWorker):
                 lambda: LogisticRegression(max_iter=2000)}
 
     def fit_model(self, x: np.ndarray, y: np.ndarray) -> Any:
-        """Choose what is ``"auto"`` by cross-validation on (x, y), then fit on all of it."""
+        """Choose what is ``"auto"`` by cross-validation on (x, y), then fit on all of it.
+
+        The last few fits are kept by a hash of their data and settings: ``calibrate`` fits
+        the chosen fit share's worker a second time (fitting is deterministic), and that costs
+        nothing then."""
+        import hashlib
+
+        key = hashlib.sha256(repr((self.C, self.class_weight, x.shape, x.dtype.str)).encode()
+                             + x.tobytes() + "\0".join(map(str, y)).encode()).hexdigest()
+        if key in self._fits:
+            self.choice, model = self._fits[key]
+            return model
         if self.C == "auto" or self.class_weight == "auto":
             from speculabel.backends.learner.select import C_GRID, WEIGHTINGS, choose
 
             cs = C_GRID if self.C == "auto" else (float(self.C),)
             ws = WEIGHTINGS if self.class_weight == "auto" else (self.class_weight,)
             self.choice = choose(x, y, cs=cs, weightings=ws)
-        return self.new_head().fit(x, y)
+        model = self.new_head().fit(x, y)
+        self._fits[key] = (self.choice, model)
+        while len(self._fits) > KEEP_FITS:
+            self._fits.pop(next(iter(self._fits)))
+        return model
 
 
 def from_spec(spec: str, **options: Any) -> LearningWorker:
