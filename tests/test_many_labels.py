@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 import needs
-from speculabel.certify.fitsplit import CANDIDATES, certify_best_split, fractions_of, split
+from speculabel.certify.fitsplit import (
+    CANDIDATES,
+    MANY_LABEL_CANDIDATES,
+    certify_best_split,
+    fractions_of,
+    split,
+)
 from speculabel.policy import make_policy
 from speculabel.records import Item, Vote
 from speculabel.tasks import TaskError, load_task, task_from_dict, with_labels
@@ -176,8 +182,9 @@ def test_calibrate_many_labels_chooses_the_fit_share() -> None:
     cert = calibrate(task=task, workers=[worker], items=items, references=labs,
                      scope="workers", target=0.9, delta=0.1)
     assert cert.threshold is not None, cert.statement
-    assert cert.calibration.fit_fraction in CANDIDATES
-    assert any("fit share chosen among 3 candidates" in n for n in cert.notes)
+    assert cert.calibration.fit_fraction in MANY_LABEL_CANDIDATES  # 20 labels: many
+    assert any(f"fit share chosen among {len(MANY_LABEL_CANDIDATES)} candidates" in n
+               for n in cert.notes)
     assert cert.calibration.plan.result.delta == 0.1  # the promise is at the overall delta
     # the shipped worker is the one fitted on the chosen share
     assert worker.trained_on == cert.calibration.n_fit
@@ -193,6 +200,9 @@ def test_calibrate_many_labels_chooses_the_fit_share() -> None:
 
 def test_fractions_of() -> None:
     assert fractions_of("auto", 0.3) == list(CANDIDATES)
+    assert fractions_of("auto", 0.3, n_labels=3) == list(CANDIDATES)
+    assert fractions_of("auto", 0.3, n_labels=77) == list(MANY_LABEL_CANDIDATES)
+    assert min(MANY_LABEL_CANDIDATES) > min(CANDIDATES)  # many labels: more of it to fit on
     assert fractions_of(None, 0.3) == [0.3]
     assert fractions_of(0.6, 0.3) == [0.6]
     assert fractions_of([0.2, 0.4], 0.3) == [0.2, 0.4]

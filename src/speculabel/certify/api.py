@@ -145,8 +145,9 @@ def calibrate(
     are gold, and the judge's labels come from ``judge_labels`` or ``judge``).  Learning workers
     are fitted on a ``fit_fraction`` share and certified on the rest, with probability at least
     1 - ``delta`` over the draw of the items; ``fit_fraction="auto"`` (the default when a worker
-    learns) tries the shares of :data:`speculabel.certify.fitsplit.CANDIDATES` at ``delta / m``
-    each and keeps the best (see :mod:`speculabel.certify.fitsplit`).
+    learns) tries the shares of :data:`speculabel.certify.fitsplit.CANDIDATES` (or of
+    ``MANY_LABEL_CANDIDATES``, for a task of many labels) at ``delta / m`` each and keeps the
+    best (see :mod:`speculabel.certify.fitsplit`).
     """
     from speculabel.backends.base import unwrap
     from speculabel.backends.learner.base import LearningWorker
@@ -207,7 +208,7 @@ def calibrate(
     fits = bool(learners) or rule in ("weighted", "auto")
     try:
         fracs = fractions_of("auto" if fit_fraction is None and learners else fit_fraction,
-                             0.3 if fits else 0.0)
+                             0.3 if fits else 0.0, len(the_task.label_names))
     except ValueError as e:
         raise CalibrationError(str(e)) from None
     if learners and 0.0 in fracs:

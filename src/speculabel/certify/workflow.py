@@ -153,7 +153,7 @@ def calibrate(
     if fit_fraction is None and learners:
         fit_fraction = "auto"
     try:
-        fractions = fractions_of(fit_fraction, 0.3 if fits else 0.0)
+        fractions = fractions_of(fit_fraction, 0.3 if fits else 0.0, len(task.label_names))
     except ValueError as e:
         raise ValueError(f"--fit-fraction: {e}") from None
     if learners and 0.0 in fractions:
