@@ -6,9 +6,9 @@ For each budget (labelled items drawn at random from Banking77's train split) an
 * **speculabel**: :func:`speculabel.calibrate` with one ``learner:minilm`` worker (its
   embedder reads the cached embeddings), scope ``workers`` (agreement among the items the
   worker decides >= target, w.p. >= 1 - delta): exactly the product's path, defaults included
-  (C and class weighting by cross-validation, the fit share chosen among 0.3/0.5/0.7 at
-  delta/3 each).  The certified cascade then decides test items whose score reaches the
-  threshold.
+  (C, class weighting and the weight of a nearest-neighbour vote by cross-validation, the fit
+  share chosen among the many-label candidates 0.5/0.6/0.7/0.75/0.8 at delta/5 each).  The
+  certified cascade then decides test items whose score reaches the threshold.
 * **TRACER**: ``tracer.fit.pipeline.fit_frontier`` (what ``tracer.fit`` runs, without writing
   artifacts) at the same targets and ``alpha = delta``, its model zoo less gradient boosting
   (``skip=("gbt",)``: the slowest by far on many classes); its deployed pipeline routes the
@@ -18,7 +18,7 @@ Measured on the test split: coverage (share decided by the cheap model), covered
 (with the teacher among those), whole-data agreement (teacher-decided items agree), violation
 (covered agreement on the test split below the target: the test split is itself a sample, so
 this also counts its own sampling noise), refusal (nothing certified), fit time (speculabel: the
-draw's first ``calibrate`` call, which fits every head: cross-validation and three fit shares,
+draw's first ``calibrate`` call, which fits every head: cross-validation and five fit shares,
 then certifies; the other targets reuse those deterministic fits; TRACER: one
 ``fit_frontier`` for all targets at once).  ``speculabel-margin``: the same heads gated by the
 margin (``policy="confident-margin"``).
@@ -100,7 +100,10 @@ def run_speculabel(train: IntentSplit, idx: np.ndarray, test: IntentSplit, targe
     ch = worker.choice
     row: Row = {"fit_s": fit_s, "threshold": cert.threshold, "fit_items": cert.calibration.n_fit,
                 "notes": cert.notes, "policy": cert.policy,
-                "head": None if ch is None else f"C={ch.C:g},class_weight={ch.class_weight}"}
+                "head": None if ch is None else (f"C={ch.C:g},class_weight={ch.class_weight},"
+                                                 f"knn_weight={ch.knn_weight:g},"
+                                                 f"temperature={ch.temperature:g}"),
+                "fit_fraction": cert.calibration.fit_fraction}
     if cert.threshold is None:
         empty = np.zeros(len(test.labels), dtype=bool)
         return {**row, **_measure(test.labels, empty, test.labels, target)}
