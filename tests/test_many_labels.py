@@ -198,6 +198,64 @@ def test_calibrate_many_labels_chooses_the_fit_share() -> None:
 # ----------------------------------------------------------------------------- fit share choice
 
 
+def test_settings_are_tuned_once_on_a_core_that_no_candidate_certifies_on() -> None:
+    from types import SimpleNamespace
+
+    from speculabel.certify.fitsplit import nested_split
+
+    seen: list[str] = []
+    core_of: list[list[int]] = []
+    fits: list[tuple[list[int], list[int]]] = []
+
+    def tune(core: list[int]) -> None:
+        seen.append("tune")
+        core_of.append(core)
+
+    def run(fit_idx: list[int], cert_idx: list[int], level: float) -> object:
+        seen.append("run")
+        fits.append((fit_idx, cert_idx))
+        res = SimpleNamespace(feasible=True, coverage=len(fit_idx) / 1000, best_bound=0.9,
+                              delta=level)
+        return SimpleNamespace(plan=SimpleNamespace(result=res), notes=[], fit_fraction=None)
+
+    cal = certify_best_split(200, [0.5, 0.6, 0.8], 4, 0.09, run, tune)  # type: ignore[arg-type]
+    assert seen == ["tune", "run", "run", "run"]  # tuned once, before any candidate
+    core = set(core_of[0])
+    assert len(core) == 100  # the smallest candidate share
+    for (fit_idx, cert_idx), frac in zip(fits, [0.5, 0.6, 0.8], strict=True):
+        assert core <= set(fit_idx) and not core & set(cert_idx)  # no certify item tuned on
+        assert len(fit_idx) == round(frac * 200) and len(fit_idx) + len(cert_idx) == 200
+    assert fits[1][1] != fits[2][1][:len(fits[1][1])]  # each candidate its own random draw
+    assert cal.fit_fraction == 0.8 and any("cross-validation on 100 items" in n
+                                           for n in cal.notes)
+    fit, cert = nested_split(10, [0, 1, 2], 0.2, 0)  # a share below the core: the core alone
+    assert fit == [0, 1, 2] and sorted(fit + cert) == list(range(10))
+
+
+def test_calibrate_tunes_the_learner_once_and_unpins_it(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    from speculabel import calibrate
+    from speculabel.backends.learner import select
+    from speculabel.backends.learner.backend import LearnerBackend
+
+    calls: list[int] = []
+    real = select.choose
+
+    def counted(x: np.ndarray, y: np.ndarray, **kw: object) -> select.Choice:
+        calls.append(len(y))
+        return real(x, y, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(select, "choose", counted)
+    task = with_labels(load_task("banking77-intent"), INTENTS)
+    items, labs = _intent_data(400, seed=5)
+    worker = LearnerBackend(embedder=CentroidEmbedder(noise=0.9))
+    cert = calibrate(task=task, workers=[worker], items=items, references=labs,
+                     scope="workers", target=0.9, delta=0.1)
+    assert calls == [200]  # once, on the core (half of the items), not once per candidate
+    assert worker.pinned is None and worker.choice is not None
+    assert cert.threshold is not None, cert.statement
+
+
 def test_fractions_of() -> None:
     assert fractions_of("auto", 0.3) == list(CANDIDATES)
     assert fractions_of("auto", 0.3, n_labels=3) == list(CANDIDATES)

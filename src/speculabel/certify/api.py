@@ -235,5 +235,19 @@ def calibrate(
             target=target, delta=level, scope=scope, reference=reference,  # type: ignore[arg-type]
             policy=rule, method=method, seed=seed)
 
-    cal = certify_best_split(n, fracs, seed, delta, run)
+    def tune(core: list[int]) -> None:
+        for w in learners.values():
+            inner = unwrap(w)
+            assert isinstance(inner, LearningWorker)
+            inner.check_task(the_task)
+            keep = [i for i in core if ref[i] is not None]
+            inner.pin_settings([inner.row_of(its[i]) for i in keep], [str(ref[i]) for i in keep])
+
+    try:
+        cal = certify_best_split(n, fracs, seed, delta, run, tune if learners else None)
+    finally:
+        for w in learners.values():
+            inner = unwrap(w)
+            assert isinstance(inner, LearningWorker)
+            inner.pin_settings(None)
     return Certificate(the_task, models, cal, scope, target, delta, reference)

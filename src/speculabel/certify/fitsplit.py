@@ -36,6 +36,7 @@ MANY_LABELS = 10
 MANY_LABEL_CANDIDATES: tuple[float, ...] = (0.5, 0.6, 0.7, 0.75, 0.8)
 
 RunFn = Callable[[list[int], list[int], float], "Calibration"]
+TuneFn = Callable[[list[int]], None]
 
 
 def split(n: int, fit_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -44,6 +45,17 @@ def split(n: int, fit_fraction: float, seed: int) -> tuple[list[int], list[int]]
     random.Random(seed).shuffle(order)
     n_fit = round(fit_fraction * n)
     return sorted(order[:n_fit]), sorted(order[n_fit:])
+
+
+def nested_split(n: int, core: Sequence[int], fit_fraction: float, seed: int
+                 ) -> tuple[list[int], list[int]]:
+    """Fit and certify indices whose fit share holds all of ``core`` and, drawn at random
+    (seeded) from the other items, enough more to make up ``fit_fraction`` of ``range(n)``."""
+    inside = set(core)
+    rest = [i for i in range(n) if i not in inside]
+    random.Random(seed).shuffle(rest)
+    extra = max(0, round(fit_fraction * n) - len(inside))
+    return sorted([*inside, *rest[:extra]]), sorted(rest[extra:])
 
 
 def fractions_of(fit_fraction: float | str | Sequence[float] | None, default: float,
@@ -66,18 +78,29 @@ def fractions_of(fit_fraction: float | str | Sequence[float] | None, default: fl
 
 
 def certify_best_split(n: int, fractions: Sequence[float], seed: int, delta: float,
-                       run: RunFn) -> Calibration:
+                       run: RunFn, tune: TuneFn | None = None) -> Calibration:
     """Run ``run(fit_idx, cert_idx, level)`` for each candidate share at ``delta / m``; return
     the calibration with the largest certified coverage (fitted last, so its workers are the
-    ones left fitted), its promise stated at the overall ``delta``."""
+    ones left fitted), its promise stated at the overall ``delta``.
+
+    ``tune(core)``: called once, before any candidate, with a seeded random *core* of the
+    smallest candidate share; every candidate's fit share then holds the core (and a random
+    draw of the other items: :func:`nested_split`), so settings chosen on the core's labels
+    (the learner's cross-validation, done once instead of once per candidate) never saw a
+    certify item of any candidate."""
     m = len(fractions)
     if m == 1:
         fit_idx, cert_idx = split(n, fractions[0], seed)
         return run(fit_idx, cert_idx, delta)
     level = delta / m
+    splits = [split(n, frac, seed + i) for i, frac in enumerate(fractions)]
+    core: list[int] = []
+    if tune is not None:
+        core = split(n, min(fractions), seed)[0]
+        tune(core)
+        splits = [nested_split(n, core, frac, seed + 1 + i) for i, frac in enumerate(fractions)]
     tried: list[tuple[float, Calibration]] = []
-    for i, frac in enumerate(fractions):
-        fit_idx, cert_idx = split(n, frac, seed + i)
+    for (fit_idx, cert_idx), frac in zip(splits, fractions, strict=True):
         tried.append((frac, run(fit_idx, cert_idx, level)))
 
     def key(fc: tuple[float, Calibration]) -> tuple[bool, float, float]:
@@ -87,13 +110,15 @@ def certify_best_split(n: int, fractions: Sequence[float], seed: int, delta: flo
     best_i = max(range(m), key=lambda i: key(tried[i]))
     frac, cal = tried[best_i]
     if best_i != m - 1:  # fit the chosen candidate's workers again: they are the ones shipped
-        fit_idx, cert_idx = split(n, frac, seed + best_i)
-        cal = run(fit_idx, cert_idx, level)
+        cal = run(*splits[best_i], level)
     cal.plan.result.delta = delta  # each test ran at delta / m; together they hold at delta
     shares = ", ".join(f"{f:g}" + (" (chosen)" if j == best_i else "") + ": "
                        + (f"{100 * c.plan.result.coverage:.1f}% covered" if c.plan.result.feasible
                           else "nothing certified")
                        for j, (f, c) in enumerate(tried))
+    if core:
+        cal.notes.append(f"learner settings chosen by cross-validation on {len(core)} items "
+                         "that every candidate fits on (no certify item seen)")
     cal.notes.append(f"fit share chosen among {m} candidates, each certified at delta/{m} = "
                      f"{level:.4g} (union bound: all hold together w.p. >= {1 - delta:g}): "
                      f"{shares}")

@@ -63,6 +63,7 @@ class LearnerBackend(LearningWorker):
         #: what cross-validation chose at the last fit (None until then, or when nothing is auto)
         self.choice: Any = None
         self._fits: dict[str, tuple[Any, Any]] = {}  # the last fits, by their data (fit_model)
+        self.pinned: Any = None  # settings chosen once for every next fit (pin_settings)
         super().__init__(spec, **kw)
 
     def settings(self) -> dict[str, Any]:
@@ -98,6 +99,23 @@ class LearnerBackend(LearningWorker):
                          knn_weight=getattr(ch, "knn_weight", 0.0),
                          temperature=getattr(ch, "temperature", 0.05))
 
+    def _choose(self, x: np.ndarray, y: np.ndarray) -> Any:
+        from speculabel.backends.learner.select import C_GRID, WEIGHTINGS, choose
+
+        cs = C_GRID if self.C == "auto" else (float(self.C),)
+        ws = WEIGHTINGS if self.class_weight == "auto" else (self.class_weight,)
+        return choose(x, y, cs=cs, weightings=ws)
+
+    def pin_settings(self, rows: Sequence[Sequence[str]] | None, labels: Sequence[str] = ()
+                     ) -> None:
+        """C, class weighting and the neighbour vote chosen by cross-validation on these rows,
+        kept for every next fit (see :meth:`LearningWorker.pin_settings`)."""
+        if rows is None or not (self.C == "auto" or self.class_weight == "auto"):
+            self.pinned = None
+            return
+        y = np.array([str(v) for v in labels])
+        self.pinned = self._choose(self.features(rows), y) if len(set(y)) >= 2 else None
+
     def other_heads(self) -> dict[str, Any]:
         """A plain logistic regression: the head that earlier versions saved (still loaded)."""
         from sklearn.linear_model import LogisticRegression
@@ -113,17 +131,16 @@ class LearnerBackend(LearningWorker):
         nothing then."""
         import hashlib
 
-        key = hashlib.sha256(repr((self.C, self.class_weight, x.shape, x.dtype.str)).encode()
+        key = hashlib.sha256(repr((self.C, self.class_weight, self.pinned, x.shape,
+                                   x.dtype.str)).encode()
                              + x.tobytes() + "\0".join(map(str, y)).encode()).hexdigest()
         if key in self._fits:
             self.choice, model = self._fits[key]
             return model
-        if self.C == "auto" or self.class_weight == "auto":
-            from speculabel.backends.learner.select import C_GRID, WEIGHTINGS, choose
-
-            cs = C_GRID if self.C == "auto" else (float(self.C),)
-            ws = WEIGHTINGS if self.class_weight == "auto" else (self.class_weight,)
-            self.choice = choose(x, y, cs=cs, weightings=ws)
+        if self.pinned is not None:
+            self.choice = self.pinned
+        elif self.C == "auto" or self.class_weight == "auto":
+            self.choice = self._choose(x, y)
         model = self.new_head().fit(x, y)
         self._fits[key] = (self.choice, model)
         while len(self._fits) > KEEP_FITS:

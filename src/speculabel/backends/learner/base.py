@@ -57,6 +57,8 @@ class LearningWorker(Backend):
     KIND: ClassVar[str] = ""
     OPTIONS: ClassVar[tuple[str, ...]] = ("directory", "min_per_class", "retrain_every",
                                           "frozen", "embedder")
+    #: settings chosen once for every next fit (:meth:`pin_settings`); None: each fit chooses
+    pinned: Any = None
 
     def __init__(
         self,
@@ -130,6 +132,13 @@ class LearningWorker(Backend):
     @abstractmethod
     def new_head(self) -> Any:
         """An unfitted scikit-learn classifier with ``predict_proba``."""
+
+    def pin_settings(self, rows: Sequence[Sequence[str]] | None, labels: Sequence[str] = ()
+                     ) -> None:
+        """Choose the settings a fit would choose from these labelled rows and keep them for
+        the next fits (``calibrate`` tunes once, on items every candidate fit share holds);
+        ``rows=None`` drops them (each fit chooses again).  A worker with nothing to choose
+        ignores it."""
 
     def other_heads(self) -> dict[str, Any]:
         """Factories of other head classes a saved directory may hold, by class name (heads
