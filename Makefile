@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-fast lint typecheck imports bench-sentiment bench-tickets bench-stream bench-bargain bench-tracer bench-serve clean
+.PHONY: setup demo test test-fast lint typecheck imports bench-sentiment bench-tickets bench-stream bench-bargain bench-adaptive bench-tracer bench-serve bench-memory clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -77,6 +77,18 @@ bench-bargain:
 	$(PYBIN) scripts/bench_bargain.py --held-out --sizes 1000 \
 	  --out bench-out/bargain-held-out.json $(BARGAIN_ARGS)
 
+# classify --adaptive on a file: the rank method (the default) against the stream method on the
+# same items, gold standing for the judge (no LLM), real workers; 20 seeds at N = 1,000 (the size
+# of a first try), 10 at 3,000 / 6,000; then the held-out inputs nobody tuned on.
+ADAPTIVE_ARGS ?=
+bench-adaptive:
+	$(PYBIN) scripts/bench_adaptive.py --input tweets:test:1000 --input pairs:test:0:1000 \
+	  --seeds 20 --out bench-out/adaptive-1000.json $(ADAPTIVE_ARGS)
+	$(PYBIN) scripts/bench_adaptive.py --input tweets:test:6000 --input pairs:test:0:3000 \
+	  --seeds 10 --out bench-out/adaptive-large.json $(ADAPTIVE_ARGS)
+	$(PYBIN) scripts/bench_adaptive.py --input tweets:val:1000 --input pairs:train:7:1000 \
+	  --seeds 20 --out bench-out/adaptive-held-out.json $(ADAPTIVE_ARGS)
+
 # Head-to-head with TRACER on Banking77 and its held-out 38-intent slice: budgets 500 and 1,500
 # gold labels, targets 0.90/0.92/0.95, 10 seeds. MiniLM embeddings are computed once into
 # bench-out/cache (a few minutes on 2 cores). tracer-llm (the `tracer` extra) pins numpy < 2.1,
@@ -92,6 +104,13 @@ bench-tracer:
 SERVE_ARGS ?=
 bench-serve:
 	$(PYBIN) scripts/bench_serve.py --out bench-out/serve.json $(SERVE_ARGS)
+
+# Memory flat in the input's length: classify (VADER alone, no LLM, no vote store) over
+# 100,000 and 1,000,000 TweetEval rows, each run's peak RSS and every id checked once
+# (a few minutes on 2 cores).  MEMORY_ARGS=--rows 20000 for a quick look.
+MEMORY_ARGS ?=
+bench-memory:
+	$(PYBIN) scripts/memory_bench.py --out bench-out/memory.json $(MEMORY_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -177,7 +177,8 @@ def test_classify_adaptive_runs_resumes_after_kill_and_certifies(
     out = tmp_path / "out.jsonl"
     args = [sys.executable, "-m", "speculabel", "classify", str(inp), "-o", str(out),
             "--text-column", "text", "--id-column", "id", "--workers", "vader,learner:minilm",
-            "--judge", f"openai:m1@{url}", "--adaptive", "--target", "0.9", "--warmup", "150",
+            "--judge", f"openai:m1@{url}", "--adaptive", "--adaptive-method", "stream",
+            "--target", "0.9", "--warmup", "150",
             "--audit-rate", "0.1", "--recertify-every", "300", "-q"]
     env = {**os.environ, "SPECULABEL_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -206,3 +207,64 @@ def test_classify_adaptive_runs_resumes_after_kill_and_certifies(
     done_texts = {f"Message: {it.fields['text']}" for it in items
                   if it.id in {r["id"] for r in first}}
     assert not asked & done_texts
+
+
+@pytest.mark.slow
+def test_classify_adaptive_rank_resumes_after_kill_and_certifies_the_file(
+    tmp_path: Path, fake: object
+) -> None:
+    """The default adaptive method on a file: fit, rank, certify a cut, judge the rest; real
+    vader and MiniLM workers, the judge an OpenAI-compatible endpoint."""
+    import csv
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from procs import wait_until
+
+    needs.module("sentence_transformers", needs.EMBED)
+    f, url = fake  # type: ignore[misc]
+    f.top_for = _judge_rule
+    items, _ = _stream(1500, seed=8)
+    inp = tmp_path / "tweets.csv"
+    with inp.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "text"])
+        for it in items:
+            w.writerow([it.id, it.fields["text"]])
+    out = tmp_path / "out.jsonl"
+    args = [sys.executable, "-m", "speculabel", "classify", str(inp), "-o", str(out),
+            "--text-column", "text", "--id-column", "id", "--workers", "vader,learner:minilm",
+            "--judge", f"openai:m1@{url}", "--adaptive", "--target", "0.9", "-q"]
+    env = {**os.environ, "SPECULABEL_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_until(proc, lambda: out.exists() and len(out.read_text().splitlines()) > 400,
+               "400 records")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = [r for r in map(json.loads, out.read_text().splitlines()) if "speculabel" not in r]
+    state = json.loads((tmp_path / "out.jsonl.adaptive" / "finite.json").read_text())
+    assert len(state["fit_ids"]) == 150 and state["certificate"] is not None
+    requests_before = len(f.requests)
+    res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert ("certified: whole-data-set agreement with the judge over these 1500 items >= 0.9"
+            in res.stderr)
+    recs = [r for r in map(json.loads, out.read_text().splitlines()) if "speculabel" not in r]
+    assert sorted(r["id"] for r in recs) == sorted(it.id for it in items)  # each exactly once
+    assert recs[: len(first)] == first
+    report = json.loads((tmp_path / "out.jsonl.adaptive.json").read_text())
+    assert report["method"] == "rank" and report["judge_call_rate"] < 0.7
+    assert sum(r["decided_by"] == "workers" for r in recs) == report["items"] - report[
+        "judge_calls"]
+    judge_truth = {it.id: max(_judge_rule(it.fields["text"]).items(), key=lambda kv: kv[1])[0]
+                   for it in items}
+    agree = sum(r["label"] == judge_truth[r["id"]] for r in recs) / len(recs)
+    assert agree >= 0.9
+    # the rerun asked the judge about no item whose label the first run had bought
+    asked = {m["messages"][-1]["content"] for m in f.requests[requests_before:]
+             if m.get("messages")}
+    bought = {f"Message: {it.fields['text']}" for it in items if it.id in state["votes"]}
+    assert not asked & bought

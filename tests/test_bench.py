@@ -181,6 +181,13 @@ def test_bench_end_to_end_with_scripted_models(tmp_path: Path) -> None:
         assert r["same_decider_as_computed"] == 1.0
         assert r["measured"]["coverage"] == pytest.approx(r["computed"]["coverage"])
         assert r["measured"]["speedup"] > 0 and r["computed"]["speedup"] > 0
+        # the hardware limit: scripted workers embed nothing, judge calls at the marginal cost
+        lim = r["limit"]
+        assert lim["embed_s"] == 0 and lim["judge_calls"] == round(16 * (1 - r["measured"]["coverage"]))
+        assert lim["wall_s"] == pytest.approx(lim["workers_s"] + lim["judge_s"])
+        assert lim["measured_over_limit"] == pytest.approx(
+            r["measured"]["cascade_wall_s"] / lim["wall_s"])
+    assert "hardware limit" in files["md"].read_text()
     # md, html (offline: PNGs embedded), plots
     md = files["md"].read_text()
     assert "Agreement matrix" in md and "Measured against computed" in md

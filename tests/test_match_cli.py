@@ -50,6 +50,9 @@ def run(*args: str) -> tuple[int, str]:
     (["--search", "faiss"], "search engine must be"),
     (["--reject", "0.5"], "--reject needs"),
     (["--task", "sentiment"], "no such option"),
+    (["--engine", "spark"], "--engine is local or ray"),
+    (["--address", "auto"], "--address: only with --engine ray"),
+    (["--engine", "ray", "--judge-budget", "0.1"], "--judge-budget needs --engine local"),
 ])
 def test_bad_settings_and_columns_exit_2_before_any_model(tmp_path: Path, extra: list[str],
                                                           phrase: str) -> None:

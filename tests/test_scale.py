@@ -266,9 +266,15 @@ def test_ray_setup_refusals() -> None:
 
 def test_layout_shares_the_cpus_and_refuses_too_many() -> None:
     cfg = make_config({"workers": ["vader", "smollm2-135m"], "judge": "gemma3-270m"})
-    layout = plan_layout(cfg, RaySettings(), 2.0)
+    layout = plan_layout(cfg, RaySettings(fused=False), 2.0)
     assert layout.actors == 3 and layout.worker_cpus == layout.judge_cpus == 0.33
+    # by default two cores are not split into slivers: one actor holds every model
+    fused = plan_layout(cfg, RaySettings(), 2.0)
+    assert fused.fused and fused.actors == 1 and fused.worker_cpus == 1.8
+    assert not plan_layout(cfg, RaySettings(), 16.0).fused
     assert plan_layout(cfg, RaySettings(), 16.0).worker_cpus == 1.0
+    with pytest.raises(EngineError, match="fused actors need 4 CPUs"):
+        plan_layout(cfg, RaySettings(fused=True, pool_size=2, cpus_per_actor=2.0), 2.0)
     served = make_config({"workers": ["vader", "openai:m@http://127.0.0.1:1/v1"],
                           "judge": "gemma3-270m"})
     assert plan_layout(served, RaySettings(), 2.0).actors == 2  # the server's model: tasks

@@ -13,6 +13,8 @@ Importing this package loads no model library: backends import theirs when they 
 Every error it raises on purpose derives from :class:`SpeculabelError`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from speculabel.backends.base import Backend, BackendError, FunctionBackend
 from speculabel.backends.registry import load_backend
 from speculabel.cascade import Cascade, CascadeConfig, build_cascade, load_config
@@ -23,7 +25,19 @@ from speculabel.policy import ConfidentMajority, Majority, Unanimous, WeightedVo
 from speculabel.records import Item, Record, Vote
 from speculabel.tasks import Example, Label, Task, load_task
 
+if TYPE_CHECKING:
+    from speculabel.adaptive.finite import CertifiedLabels, classify_certified
+
 __version__ = "0.2.0"
+
+
+def __getattr__(name: str) -> Any:
+    """Load the certified file run on first use: it needs numpy, which ``import speculabel`` must not."""
+    if name in ("CertifiedLabels", "classify_certified"):
+        from speculabel.adaptive import finite
+
+        return getattr(finite, name)
+    raise AttributeError(f"module 'speculabel' has no attribute {name!r}")
 
 __all__ = [
     "Backend",
@@ -31,6 +45,7 @@ __all__ = [
     "Cascade",
     "CascadeConfig",
     "Certificate",
+    "CertifiedLabels",
     "ConfidentMajority",
     "Example",
     "FunctionBackend",
@@ -46,6 +61,7 @@ __all__ = [
     "WeightedVote",
     "build_cascade",
     "calibrate",
+    "classify_certified",
     "load_backend",
     "load_config",
     "load_task",

@@ -74,3 +74,59 @@ class AdaptiveSession:
     @property
     def certified(self) -> bool:
         return bool(self.state.certified_looks)
+
+
+class FiniteSession:
+    """The same for ``--adaptive-method rank`` (:mod:`speculabel.adaptive.finite`): records in
+    input order within each phase; :meth:`finish` writes ``OUT.adaptive.json``."""
+
+    def __init__(self, cfg: Any, task: Task, rows: list[Any], results: Any, output: Path,
+                 store: Any, note: Callable[[str], Any]) -> None:
+        from speculabel.adaptive.finite import FiniteRun, FiniteState
+        from speculabel.backends.cached import CachedBackend
+        from speculabel.cascade.build import load_backends
+
+        self.output, self.results, self.note = output, results, note
+        settings = cfg.adaptive_settings()
+        settings.check()
+        self.items = [r for r in rows if isinstance(r, Item)]
+        self.state = FiniteState.open(state_dir(output) / "finite.json", len(self.items),
+                                      settings)
+        loaded = load_backends([*cfg.workers, cfg.judge], task, cfg.models, note)
+        wrapped = [CachedBackend(b, store) if store is not None and b.cacheable else b
+                   for b in loaded]
+        self.run = FiniteRun(task, wrapped[:-1], wrapped[-1], settings, self.items, self.state,
+                             batch_size=cfg.batch_size, note=note)
+        self.report: dict[str, Any] = {}
+        self.report_path: Path | None = None
+
+    @property
+    def stats(self) -> Any:
+        return self.run.stats
+
+    def records(self) -> Iterator[Record]:
+        done = {i for i in (str(it.id) for it in self.items) if i in self.results}
+        try:
+            yield from self.run.run(done)
+        finally:
+            self.run.close()
+
+    def finish(self) -> str:
+        from speculabel.adaptive.finite import statement
+        from speculabel.adaptive.report import write_report
+
+        done = [r for r in self.results.done.values()]
+        decided = [r for r in done if r.label is not None]
+        judged = sum(r.decided_by == "judge" for r in decided)
+        self.report = {"method": "rank", "statement": statement(self.state),
+                       "settings": self.run.settings.to_json(), "items": len(done),
+                       "judge_calls": judged,
+                       "judge_call_rate": judged / len(decided) if decided else None,
+                       "certificate": self.state.certificate}
+        self.report_path = write_report(self.report,
+                                        self.output.with_name(self.output.name + ".adaptive.json"))
+        return statement(self.state)
+
+    @property
+    def certified(self) -> bool:
+        return bool(self.state.certificate and self.state.certificate.get("kept"))

@@ -47,7 +47,7 @@ class Scored:
         return len(self.ids)
 
 
-def _load(source: str, count: int) -> tuple[list[Any], list[str]]:
+def load_input(source: str, count: int) -> tuple[list[Any], list[str]]:
     """``tweets:SPLIT`` (TweetEval, seeded shuffle) or ``pairs:SPLIT:SEED`` (Banking77 pairs)."""
     from speculabel.io.datasets import banking77_pairs, tweeteval
 
@@ -73,7 +73,7 @@ def proxy_scores(source: str, n_items: int, n_fit: int, cache: Path | None = Non
     from speculabel.backends.learner.base import LearningWorker
     from speculabel.backends.registry import load_backend
 
-    items, gold = _load(source, n_fit + n_items)
+    items, gold = load_input(source, n_fit + n_items)
     if len(items) < n_fit + n_items:
         raise ValueError(f"{source}: {len(items)} items, fewer than {n_fit} + {n_items}")
     worker = load_backend("learner:minilm")

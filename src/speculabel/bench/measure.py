@@ -1,5 +1,6 @@
 """Step 3 of a bench: run the real cascade for the chosen configurations and the judge alone on
-the same items, one after the other in this process, and set measured beside computed speedup.
+the same items, one after the other in this process, and set measured beside computed speedup
+and beside the hardware's limit (:mod:`speculabel.bench.limit`).
 
 Measured runs are kept in ``report.json`` with a *signature* (the model files, the items and the
 configurations); a later bench or report reuses them only when the signature is the same.
@@ -17,6 +18,7 @@ from typing import Any
 
 from speculabel.backends.base import Backend
 from speculabel.backends.capabilities import forget_caches, warm_up
+from speculabel.bench.limit import config_limit, time_embedders
 from speculabel.bench.manifest import Manifest
 from speculabel.bench.metrics import accuracy, agreement, clean, percentile
 from speculabel.bench.run import Loader, Say, _load, _quiet
@@ -76,6 +78,8 @@ def measure(
         judge_wall, judge_cpu = time.perf_counter() - w0, time.process_time() - c0
         judge_labels = [v.label for v in judge_votes]
         stored_judge = table.labels(judge_spec)
+        say(f"timing the workers' embedders on the {len(items)} items' texts (the limit)")
+        embed_times = time_embedders([loaded[w] for w in specs if w != judge_spec], items)
 
         runs: list[dict[str, Any]] = []
         for cfg in configs:
@@ -140,6 +144,9 @@ def measure(
                 "speedup_rel": _rel(measured_speedup, sim.speedup),
                 "cpu_speedup_rel": _rel(measured_cpu, sim.cpu_speedup),
             }
+            run["limit"] = config_limit(
+                workers, loaded, embed_times, table.latency, judge_wall_s=judge_wall,
+                n_items=len(items), judge_calls=len(items) - sum(decided), cascade_wall_s=wall)
             runs.append(run)
         return clean({
             "items": len(items),

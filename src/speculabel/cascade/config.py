@@ -96,8 +96,19 @@ class AdaptiveSettings:
     warmup: int = 200
     recertify_every: int = 500
     seed: int = 0
+    # "rank": the whole input is known (a file): fit, rank, buy labels until a cut is certified
+    # (speculabel.adaptive.finite); "stream": warm-up, audit and looks as items come
+    method: Literal["rank", "stream"] = "rank"
+    fit: int | None = None  # rank: judge labels to fit learning workers on (None: by input size)
 
     def check(self) -> None:
+        if self.method not in ("rank", "stream"):
+            raise ValueError(f"--adaptive-method is rank or stream, not {self.method!r}")
+        if self.method == "rank" and self.scope != "dataset":
+            raise ValueError("--adaptive-method rank certifies scope dataset; for scope workers "
+                             "use --adaptive-method stream")
+        if self.fit is not None and self.fit < 0:
+            raise ValueError(f"--fit must be at least 0, got {self.fit}")
         if self.scope not in ("dataset", "workers"):
             raise ValueError(f"adaptive runs certify scope dataset or workers, not {self.scope!r}")
         if not 0 < self.target < 1:
@@ -157,6 +168,10 @@ class CascadeConfig(BaseModel):
     warmup: int = Field(200, ge=2)
     recertify_every: int = Field(500, ge=1)
     seed: int = 0
+    #: rank (a finite input: fit, rank, certify a cut) or stream (warm-up, audit, looks);
+    #: None: rank for scope dataset, stream for scope workers
+    adaptive_method: Literal["rank", "stream"] | None = None
+    fit: int | None = Field(None, ge=0)  # rank: judge labels to fit learning workers on
 
     @field_validator("workers", mode="before")
     @classmethod
@@ -218,8 +233,9 @@ class CascadeConfig(BaseModel):
         return self
 
     def adaptive_settings(self) -> AdaptiveSettings:
+        method = self.adaptive_method or ("rank" if self.scope == "dataset" else "stream")
         return AdaptiveSettings(self.target, self.delta, self.scope, self.audit_rate,
-                                self.warmup, self.recertify_every, self.seed)
+                                self.warmup, self.recertify_every, self.seed, method, self.fit)
 
     # ------------------------------------------------------------------ identity
     def decision_settings(self) -> dict[str, Any]:
@@ -318,7 +334,7 @@ def dump_config(cfg: CascadeConfig) -> dict[str, Any]:
         out.pop("judge_only", None)
     if not out.get("adaptive"):  # the adaptive keys mean nothing without it
         for key in ("adaptive", "target", "delta", "scope", "audit_rate", "warmup",
-                    "recertify_every", "seed"):
+                    "recertify_every", "seed", "adaptive_method", "fit"):
             out.pop(key, None)
     for entry in out.get("calibration", {}).values():
         if not entry.get("offsets"):

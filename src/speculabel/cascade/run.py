@@ -39,6 +39,7 @@ from speculabel.cascade.decide import (
     settle,
     unjudged,
 )
+from speculabel.cascade.latency import Latencies
 from speculabel.cascade.surface import Surface
 from speculabel.errors import PendingError
 from speculabel.interrupt import check
@@ -58,7 +59,8 @@ class CascadeStats:
     pending: int = 0
     errors: int = 0
     truncated: int = 0
-    latencies: list[float] = field(default_factory=list)
+    #: mean and p95 in bounded memory (a long run keeps no number per record)
+    latencies: Latencies = field(default_factory=Latencies)
     wall_s: float = 0.0
     pending_ids: list[str] = field(default_factory=list)
 
@@ -85,8 +87,6 @@ class CascadeStats:
             self.latencies.append(rec.latency_s)
 
     def summary(self) -> dict[str, float | int]:
-        import numpy as np
-
         lat = self.latencies
         return {
             "items": self.items,
@@ -96,8 +96,8 @@ class CascadeStats:
             "pending": self.pending,
             "failures": self.errors,
             "truncated": self.truncated,
-            "mean_latency_s": round(sum(lat) / len(lat), 4) if lat else 0.0,
-            "p95_latency_s": round(float(np.percentile(lat, 95)), 4) if lat else 0.0,
+            "mean_latency_s": round(lat.mean(), 4),
+            "p95_latency_s": round(lat.percentile(95), 4),
             "wall_s": round(self.wall_s, 3),
         }
 

@@ -12,9 +12,11 @@ from speculabel.cli.common import fail
 
 AdaptiveOpt = Annotated[
     bool | None,
-    typer.Option("--adaptive", help="Start with the judge, learn from it, and let the workers "
-                                    "decide as a random audit certifies them; ends with the "
-                                    "certified statement (see --target, --audit-rate).")]
+    typer.Option("--adaptive", help="Learn from the judge and let the workers decide as much as "
+                                    "a certificate allows: on a file, a cut of the workers' "
+                                    "confidence order certified for that very file (see "
+                                    "--adaptive-method); ends with the certified statement "
+                                    "(see --target, --delta).")]
 TargetOpt = Annotated[float | None, typer.Option(
     help="--adaptive: the agreement to certify, between 0 and 1 [default: 0.85].")]
 DeltaOpt = Annotated[float | None, typer.Option(
@@ -30,6 +32,16 @@ WarmupOpt = Annotated[int | None, typer.Option(
                 "train the workers, half start the audit) [default: 200].")]
 RecertifyOpt = Annotated[int | None, typer.Option(
     min=1, help="--adaptive: items between two re-certifications [default: 500].")]
+MethodOpt = Annotated[str | None, typer.Option(
+    "--adaptive-method",
+    help="--adaptive: rank (the whole file is known: the judge labels a random fit share, the "
+         "workers rank every other item, judge labels are bought at random until a cut of that "
+         "order is certified for this very file, the judge takes the rest) or stream (warm-up, "
+         "random audit, re-certified looks, as items come) [default: rank for --scope dataset, "
+         "stream for --scope workers].")]
+FitOpt = Annotated[int | None, typer.Option(
+    min=0, help="--adaptive-method rank: judge labels the learning workers are fitted on "
+                "[default: 10 % of the input, 50 to 300].")]
 SeedOpt = Annotated[int | None, typer.Option(
     help="--adaptive: seed of the random order and of the audit [default: 0].")]
 

@@ -18,6 +18,8 @@ from speculabel.cli.adaptive import (
     AdaptiveOpt,
     AuditOpt,
     DeltaOpt,
+    FitOpt,
+    MethodOpt,
     RecertifyOpt,
     ScopeOpt,
     SeedOpt,
@@ -133,11 +135,13 @@ def classify(
     warmup: WarmupOpt = None,
     recertify_every: RecertifyOpt = None,
     seed: SeedOpt = None,
+    adaptive_method: MethodOpt = None,
+    fit: FitOpt = None,
     engine: Annotated[
         str,
         typer.Option(help="local: this process; ray: a Ray Data pipeline (a local Ray instance, "
-                          "or the cluster at --address), one actor pool per model, OUTPUT a "
-                          "directory of shards. Needs pip install 'speculabel[ray]'."),
+                          "or the cluster at --address), actor pools for the models (see --fused), OUTPUT "
+                          "a directory of shards. Needs pip install 'speculabel[ray]'."),
     ] = "local",
     address: Annotated[
         str | None,
@@ -168,6 +172,14 @@ def classify(
     ] = None,
     shard_format: Annotated[
         str | None, typer.Option(help="--engine ray: jsonl or parquet shards [default: jsonl].")
+    ] = None,
+    fused: Annotated[
+        bool | None,
+        typer.Option("--fused/--no-fused",
+                     help="--engine ray: every model in one actor (--pool-size of them), each "
+                          "batch through all steps in that process, or one actor pool per model "
+                          "[default: fused when per-model actors would get under one CPU "
+                          "each].")
     ] = None,
 ) -> None:
     """Label a table with the cascade; one JSON record per row in OUTPUT.
@@ -205,12 +217,12 @@ def classify(
         "parallel_workers": parallel_workers, "batch_size": batch_size,
         "adaptive": adaptive, "target": target, "delta": delta, "scope": scope,
         "audit_rate": audit_rate, "warmup": warmup, "recertify_every": recertify_every,
-        "seed": seed,
+        "seed": seed, "adaptive_method": adaptive_method, "fit": fit,
     }
     ray_flags: dict[str, Any] = {
         "address": address, "pool_size": pool_size, "judge_pool_size": judge_pool_size,
         "cpus_per_actor": cpus_per_actor, "judge_cpus_per_actor": judge_cpus_per_actor,
-        "shard_rows": shard_rows, "shard_format": shard_format,
+        "shard_rows": shard_rows, "shard_format": shard_format, "fused": fused,
     }
     try:
         data = read_config_data(config) if config else {}
@@ -257,7 +269,7 @@ def classify(
         echo_note(f"{frun.dropped_retryable} records of a retryable error are decided again",
                   quiet)
     if frun.skipped:
-        echo_note(f"resuming: {frun.skipped} of {len(frun.rows)} rows already in {out_path}",
+        echo_note(f"resuming: {frun.skipped} of {frun.n_rows} rows already in {out_path}",
                   quiet)
     _run(frun, out_path, votes, no_votes, quiet)
 
@@ -285,14 +297,14 @@ def _run(frun: Any, out_path: Path, votes: Path | None, no_votes: bool, quiet: b
     from speculabel.io.votes import VoteStoreError
     from speculabel.models import ModelError
 
-    if not frun.items:
+    if not frun.n_items:
         for _ in frun.records():  # the bad rows' records, if any
             pass
-        typer.echo(f"nothing to do: all {len(frun.rows)} rows are in {out_path}")
+        typer.echo(f"nothing to do: all {frun.n_rows} rows are in {out_path}")
         return
     store = _open_votes(votes, no_votes)
     try:
-        run_with_progress(frun.records(store, lambda m: echo_note(m, quiet)), len(frun.todo),
+        run_with_progress(frun.records(store, lambda m: echo_note(m, quiet)), frun.n_todo,
                           _Live(frun), lambda rec: None, quiet)
     except KeyboardInterrupt as e:
         raise stopped(e, frun.saved, out_path) from None
@@ -316,7 +328,7 @@ def _run(frun: Any, out_path: Path, votes: Path | None, no_votes: bool, quiet: b
         echo_note(f"judge calls {'-' if rate is None else f'{rate:.1%}'} of "
                   f"{session.report.get('items')} items; per window, looks and the audit in "
                   f"{session.report_path}", quiet)
-    _finish(frun.stats, len(frun.bad_rows), out_path)
+    _finish(frun.stats, frun.n_bad, out_path)
 
 
 def _finish(stats: Any, n_errors: int, out_path: Path) -> None:

@@ -60,6 +60,14 @@ def match(
     search: Annotated[str, typer.Option(
         help="Nearest-neighbour search: auto (exact numpy up to 20,000 tickets, else usearch "
              "HNSW when installed), exact, usearch.")] = "auto",
+    engine: Annotated[str, typer.Option(
+        help="Where the candidate pairs are decided: local (this process) or ray (a local Ray "
+             "instance, or the cluster at --address; workers that learn must be frozen, e.g. "
+             "from certify_matches; no --judge-budget). Needs pip install 'speculabel[ray]'.")
+    ] = "local",
+    address: Annotated[str | None, typer.Option(
+        help="--engine ray: the cluster (auto, ray://HOST:10001, HOST:6379) [default: start a "
+             "local instance].")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Find the similar tickets in a queue: one JSON line per ticket with its matches and its
@@ -104,6 +112,7 @@ def match(
                               f"{MATCH_LABEL!r} label; match needs one (e.g. similar-ticket)")
         check_setup(cfg, the_task)
         rule = certified_rule(cfg, reject)
+        _check_engine(engine, address, cfg, settings)
     except (ConfigError, TaskError, BackendError, ValueError) as e:
         raise fail(str(e)) from None
     out_path = Path(output)
@@ -134,7 +143,41 @@ def match(
         if out.pairs:
             echo_note(f"resuming: {len(out.pairs)} pairs already decided in "
                       f"{out.pairs_path}", quiet)
-        _run(entries, past, cfg, rule, settings, out, out_path, quiet)
+        _run(entries, past, cfg, rule, settings, out, out_path, quiet, engine, address)
+
+
+def _check_engine(engine: str, address: str | None, cfg: Any, settings: Any) -> None:
+    """What the Ray engine cannot do, refused before anything loads."""
+    from speculabel.scale.settings import EngineError, check_ray_setup
+
+    if engine not in ("local", "ray"):
+        raise ValueError(f"--engine is local or ray, not {engine!r}")
+    if engine == "local":
+        if address is not None:
+            raise ValueError("--address: only with --engine ray")
+        return
+    if settings.judge_budget is not None:
+        raise ValueError("--judge-budget needs --engine local (the pairs are re-ranked after "
+                         "each judge answer)")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ValueError("--engine ray needs Ray: pip install 'speculabel[ray]'") from None
+    try:
+        check_ray_setup(cfg, "id")  # the pairs' ids are their keys
+    except EngineError as e:
+        raise ValueError(str(e)) from None
+
+
+def _ray_decider(cfg: Any, rule: Any, address: str | None, quiet: bool) -> Any:
+    """The pair stage on Ray: each batch of pairs through the Ray pipeline."""
+    from speculabel.scale.items import classify_items
+    from speculabel.scale.ray_engine import ensure_ray
+    from speculabel.tasks import load_task
+
+    ensure_ray(address, quiet)
+    task = load_task(cfg.task)
+    return lambda items: classify_items(items, cfg, task, policy=rule)
 
 
 def _cascade(cfg: Any, rule: Any, quiet: bool) -> Any:
@@ -149,7 +192,8 @@ def _cascade(cfg: Any, rule: Any, quiet: bool) -> Any:
 
 
 def _run(entries: list[Any], past: list[Any], cfg: Any, rule: Any, settings: Any,
-         out: Any, out_path: Path, quiet: bool) -> None:
+         out: Any, out_path: Path, quiet: bool, engine: str = "local",
+         address: str | None = None) -> None:
     from speculabel.match.run import run_match
     from speculabel.match.statement import statement
     from speculabel.runs import learner_dirs
@@ -161,17 +205,19 @@ def _run(entries: list[Any], past: list[Any], cfg: Any, rule: Any, settings: Any
         echo_note(f"note: {', '.join(learning)} learn from the judge, but under a judge budget "
                   "the workers decide before the judge is asked: fit them first (a config from "
                   "certify_matches)", quiet)
-    cascade = _cascade(cfg, rule, quiet)
+    decide = _ray_decider(cfg, rule, address, quiet) if engine == "ray" else None
+    cascade = _cascade(cfg, rule, quiet) if decide is None else None
     try:
         with _Bars(quiet) as bars:
             result = run_match(entries, cascade, past=past, settings=settings, output=out,
-                               progress=bars.update)
+                               progress=bars.update, decide=decide)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: the pairs decided so far are saved in {out.pairs_path}; "
                    "rerun the same command to resume", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
-        cascade.close()
+        if cascade is not None:
+            cascade.close()
     for line in statement(result.stats, settings, cfg.certificate):
         typer.echo(line)
     typer.echo(f"results: {out_path}")

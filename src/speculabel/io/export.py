@@ -3,19 +3,22 @@
 Why a journal: a Parquet file cannot be appended to, and a CSV row cannot hold a record's votes
 without flattening them, so the run writes its records to a JSON Lines journal beside the table
 (``OUT.journal.jsonl``, resumable like any results file) and the table is written from it,
-atomically, whenever a run ends (finished, interrupted or failed).  The table has one row per
-record: the record's scalar fields as columns, ``votes`` and ``judge_vote`` as JSON text.
+atomically and streaming (a row group at a time), whenever a run ends (finished, interrupted or
+failed).  The table has one row per record: the record's scalar fields as columns, ``votes``
+and ``judge_vote`` as JSON text.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import io
 import json
+import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from speculabel.io.runmeta import ResultsError, atomic_write
+from speculabel.io.runmeta import ResultsError, fsync_dir
 
 #: name suffix -> table format ("jsonl": the records themselves)
 WRITERS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".jsonlines": "jsonl", ".csv": "csv",
@@ -25,6 +28,8 @@ REFUSED = (".json", ".xlsx", ".xls", ".feather", ".arrow", ".orc", ".avro", ".h5
            ".pkl", ".pickle", ".gz", ".bz2", ".xz", ".zst", ".zip", ".db", ".sqlite")
 COLUMNS = ["id", "label", "decided_by", "rule", "error", "error_kind", "row", "truncated",
            "latency_s", "run", "votes", "judge_vote"]
+#: rows per Parquet row group (and records held at once while a table is written)
+GROUP = 10_000
 
 
 def output_format(path: Path) -> str:
@@ -52,28 +57,47 @@ def journal_path(path: Path, fmt: str) -> Path:
     return path if fmt == "jsonl" else path.with_name(path.name + ".journal.jsonl")
 
 
-def rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One flat row per record (nested fields as JSON text)."""
-    out = []
-    for r in records:
-        row = {k: r.get(k) for k in COLUMNS}
-        row["votes"] = json.dumps(r.get("votes") or [], ensure_ascii=False)
-        jv = r.get("judge_vote")
-        row["judge_vote"] = None if jv is None else json.dumps(jv, ensure_ascii=False)
-        out.append(row)
+def row(r: dict[str, Any]) -> dict[str, Any]:
+    """One record as a flat row (nested fields as JSON text)."""
+    out = {k: r.get(k) for k in COLUMNS}
+    out["votes"] = json.dumps(r.get("votes") or [], ensure_ascii=False)
+    jv = r.get("judge_vote")
+    out["judge_vote"] = None if jv is None else json.dumps(jv, ensure_ascii=False)
     return out
 
 
-def write_table(path: Path, fmt: str, records: list[dict[str, Any]]) -> None:
-    """Write the table atomically (it holds the old table or the new one, never a mix)."""
-    table = rows(records)
+def rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One flat row per record (nested fields as JSON text)."""
+    return [row(r) for r in records]
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary file that replaces ``path`` (fsynced, renamed) when the block ends well;
+    removed when it does not: ``path`` holds the old table or the new one, never a mix."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        with tmp.open("rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def write_table(path: Path, fmt: str, records: Iterable[dict[str, Any]]) -> None:
+    """Write the table atomically, streaming: the records are read once, a row group
+    (:data:`GROUP` rows) at a time, so a table of any length is written in bounded memory."""
     if fmt in ("csv", "tsv"):
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=COLUMNS, delimiter="," if fmt == "csv" else "\t",
-                           lineterminator="\n")
-        w.writeheader()
-        w.writerows(table)
-        atomic_write(path, buf.getvalue().encode("utf-8"))
+        with _replacing(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=COLUMNS, delimiter="," if fmt == "csv" else "\t",
+                               lineterminator="\n")
+            w.writeheader()
+            for r in records:
+                w.writerow(row(r))
     elif fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -84,8 +108,15 @@ def write_table(path: Path, fmt: str, records: list[dict[str, Any]]) -> None:
                             ("row", pa.int64()), ("truncated", pa.bool_()),
                             ("latency_s", pa.float64()), ("run", pa.string()),
                             ("votes", pa.string()), ("judge_vote", pa.string())])
-        sink = pa.BufferOutputStream()
-        pq.write_table(pa.Table.from_pylist(table, schema=schema), sink)
-        atomic_write(path, sink.getvalue().to_pybytes())
+        with _replacing(path) as tmp, pq.ParquetWriter(str(tmp), schema) as writer:
+            group: list[dict[str, Any]] = []
+            wrote = False
+            for r in records:
+                group.append(row(r))
+                if len(group) >= GROUP:
+                    writer.write_table(pa.Table.from_pylist(group, schema=schema))
+                    group, wrote = [], True
+            if group or not wrote:
+                writer.write_table(pa.Table.from_pylist(group, schema=schema))
     else:
         raise ValueError(f"no table format {fmt!r}")

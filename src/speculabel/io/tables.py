@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,10 +229,12 @@ def read_rows(
     id_column: str | None = None,
     extra_columns: Sequence[str] = (),
     delimiter: str | None = None,
-) -> Iterator[tuple[Item | RowError, dict[str, Any]]]:
+    seen: MutableMapping[str, int] | None = None,
+) -> Generator[tuple[Item | RowError, dict[str, Any]], None, None]:
     """Items (or row errors) with the values of ``extra_columns`` (a gold column, say).  A bad
     row carries its own id when it has a valid one (never a duplicate's); :func:`read_items`
-    gives the others their row number."""
+    gives the others their row number.  ``seen`` (id -> first row) finds duplicates: a dict by
+    default; a streamed run passes a compact one (:mod:`speculabel.io.scan`)."""
     p = Path(path)
     _check_file(p)
     mapping = {f: (columns or {}).get(f) or f for f in task.fields}
@@ -244,7 +246,8 @@ def read_rows(
             f"{p}: unknown column(s) {', '.join(repr(c) for c in unknown)}; "
             f"the file has: {', '.join(names) or '(no columns)'}{_separator_hint(names)}"
         )
-    seen: dict[str, int] = {}
+    if seen is None:
+        seen = {}
     count = 0
     for rowno, row in rows:
         count += 1

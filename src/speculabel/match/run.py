@@ -17,7 +17,7 @@ Stages (each reports progress through ``progress(stage, done, total)``):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # numpy and the search load when a run starts, not with ``imp
     from speculabel.match.candidates import Pair
 
 Progress = Callable[[str, int, int], None]
+Decide = Callable[[Sequence[Item]], Iterable[Record]]
 EmbedFn = Callable[[Sequence[str]], "np.ndarray"]
 
 #: chosen by the bench (``scripts/match_bench.py``) on Banking77 queues from test.csv
@@ -177,9 +178,14 @@ def run_match(
     embed: EmbedFn | None = None,
     output: MatchOutput | None = None,
     progress: Progress | None = None,
+    decide: Decide | None = None,
 ) -> MatchResult:
     """Match a queue (items with one ``text`` field, unique ids) against itself and ``past``;
-    a bad row of the queue (:class:`RowError`) gets a record with its ``error`` at its place."""
+    a bad row of the queue (:class:`RowError`) gets a record with its ``error`` at its place.
+
+    ``decide``: decides the candidate pairs instead of ``cascade.classify_iter`` (the Ray
+    engine: records in any order, matched by id; a pair it returns no record for is pending);
+    ``cascade`` may then be None (the tickets are embedded with MiniLM)."""
     s = settings or MatchSettings()
     s.check()
     queue = [e for e in entries if isinstance(e, Item)]
@@ -192,7 +198,8 @@ def run_match(
     if embed is None:
         embed = _embedder(cascade)
     vecs = embed_texts([*texts, *past_texts], embed, progress)
-    share_embeddings(cascade, [*texts, *past_texts], vecs)
+    if cascade is not None:
+        share_embeddings(cascade, [*texts, *past_texts], vecs)
     stats.seconds["embed"] = time.perf_counter() - t0
 
     from speculabel.match.candidates import candidate_pairs
@@ -227,7 +234,17 @@ def run_match(
 
     if progress:
         progress("pairs", done[0], len(cands))
-    if s.judge_budget is None:
+    if decide is not None:
+        if s.judge_budget is not None:
+            raise ValueError("a judge budget needs the local engine (pairs are re-ranked after "
+                             "each judge answer)")
+        at = {keys[i]: i for i in todo}
+        for rec in decide(items):
+            keep(at.pop(str(rec.id)), rec)
+        for key, i in list(at.items()):  # the judge was out of reach: decided on a rerun
+            keep(i, Record(id=key, label=None, decided_by=None, error="judge unavailable",
+                           error_kind="no_judge"))
+    elif s.judge_budget is None:
         for rec in cascade.classify_iter(items):
             keep(todo[rec.position], rec)
     else:
@@ -377,7 +394,7 @@ def _embedder(cascade: Any) -> EmbedFn:
     from speculabel.backends.learner.base import LearningWorker
     from speculabel.backends.learner.embed import MiniLMEmbedder
 
-    for w in cascade.workers:
+    for w in cascade.workers if cascade is not None else []:
         inner = unwrap(w)
         if isinstance(inner, LearningWorker) and inner.embedder_name == MiniLMEmbedder.name:
             return inner.embed

@@ -54,6 +54,9 @@ def _headline(a: dict[str, Any]) -> list[str]:
             f"- measured {' + '.join(r['workers'])} / {r['rule']}: "
             f"{times(r['measured']['speedup'])} measured vs {times(r['computed']['speedup'])} "
             f"computed (gap {signed_pct(r['gap']['speedup_rel'])}) on {r['items']} items"
+            + (f"; hardware limit {times(r['limit'].get('speedup'))} (measured wall time "
+               f"{times(r['limit'].get('measured_over_limit'))} the limit's)"
+               if r.get("limit") else "")
         )
     cert = a.get("certified") or {}
     for scope, t in cert.get("targets", []):

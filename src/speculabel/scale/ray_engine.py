@@ -43,6 +43,7 @@ from speculabel.scale.reading import LIGHT_CPUS, check_ids, read_input
 from speculabel.scale.settings import EngineError, RaySettings, check_ray_setup, is_server
 from speculabel.scale.stages import (
     DecideCall,
+    FusedStage,
     JudgeStage,
     ModelSpec,
     RecordsCall,
@@ -58,6 +59,7 @@ from speculabel.scale.stages import (
 from speculabel.tasks import Task
 
 if TYPE_CHECKING:
+    from speculabel.policy import Policy
     from speculabel.scale.shards import ShardDir
 
 
@@ -103,17 +105,34 @@ class Layout:
     judge_cpus: float
     actors: int
     needed_cpus: float
+    fused: bool = False  # every model in one actor per pool slot, ``worker_cpus`` each
 
 
 def plan_layout(cfg: CascadeConfig, settings: RaySettings, cpus: float) -> Layout:
     """CPUs per actor: as set, else the cluster's CPUs but one shared out (at most 1 each);
-    refused when the actors would need more CPUs than the cluster has (Ray would wait for them
+    fused (one actor holding every model, the cluster's CPUs less the light tasks' share) when
+    ``settings.fused`` says so or, left unset, when that share would be under one CPU and no
+    model is behind a server (a server's model keeps its concurrent tasks); refused when the
+    actors would need more CPUs than the cluster has (Ray would wait for them
     forever)."""
     local_workers = [w for w in cfg.workers if not is_server(w)]
     judge_local = cfg.judge is not None and not is_server(cfg.judge)
     actors = len(local_workers) * settings.pool_size + (settings.judge_pool_size if judge_local else 0)
     # leave up to one CPU to tasks that ask for a whole one (a user's own read_csv, say)
     share = max(0.1, min(1.0, round((cpus - min(1.0, cpus / 2)) / max(1, actors), 2)))
+    served = any(is_server(m) for m in [*cfg.workers, *([cfg.judge] if cfg.judge else [])])
+    fused = settings.fused if settings.fused is not None else (
+        actors > 1 and share < 1.0 and not settings.cpus_per_actor and not served)
+    if fused:
+        # one actor per pool slot holds every model; the light tasks keep a few tenths of a CPU
+        each = settings.cpus_per_actor or max(
+            0.1, round((cpus - LIGHT_CPUS * 4) / settings.pool_size, 2))
+        needed = each * settings.pool_size
+        if needed + LIGHT_CPUS * 4 > cpus + 1e-9:
+            raise EngineError(
+                f"the fused actors need {needed:g} CPUs ({settings.pool_size} actors) and the "
+                f"cluster has {cpus:g}: lower --pool-size or --cpus-per-actor, or add nodes")
+        return Layout(each, each, settings.pool_size, needed, fused=True)
     worker = settings.cpus_per_actor or share
     judge = settings.judge_cpus_per_actor or settings.cpus_per_actor or share
     needed = (len(local_workers) * settings.pool_size * worker
@@ -182,10 +201,12 @@ def _model_step(ds: Any, model: ModelSpec, cfg: CascadeConfig, settings: RaySett
 
 
 def cascade_steps(ds: Any, cfg: CascadeConfig, task: Task, settings: RaySettings,
-                  store: str | None, layout: Layout) -> Any:
+                  store: str | None, layout: Layout, shape: Shape | None = None) -> Any:
     """Stage rows in, stage rows out with every item ``done`` or ``pending``."""
-    shape = shape_of(cfg, task)
+    shape = shape or shape_of(cfg, task)
     assert cfg.judge is not None  # check_ray_setup
+    if layout.fused:
+        return _fused_step(ds, cfg, shape, settings, store, layout)
     for step in plan_steps(shape, cfg.workers, cfg.judge):
         if step.kind == "decide":
             ds = ds.map_batches(DecideCall(shape, step.states, step.undecided),
@@ -208,6 +229,7 @@ def classify_dataset(
     votes: str | None = None,
     task: Task | None = None,
     run: str | None = None,
+    policy: Policy | None = None,
 ) -> Any:
     """A Ray dataset of items in, a Ray dataset of records out (lazy; nothing is written).
 
@@ -215,7 +237,8 @@ def classify_dataset(
     default: the field's name); ids must be unique.  The result has the record schema of
     :func:`speculabel.scale.shards.records_table`: one row per decided item; items the judge
     could not be reached for are left out (as the single-process run leaves them pending).
-    ``votes``: the vote store's path on every node (None: no store).  Call ``ray.init`` first.
+    ``votes``: the vote store's path on every node (None: no store); ``policy``: a rule object
+    that replaces the config's named one (it must pickle).  Call ``ray.init`` first.
     """
     from speculabel.cascade.build import check_setup
     from speculabel.tasks import load_task
@@ -225,9 +248,12 @@ def classify_dataset(
     check_ray_setup(cfg, id_column)
     settings = settings or RaySettings()
     layout = plan_layout(cfg, settings, cluster_cpus())
-    rows = ds.map_batches(PrepareCall(shape_of(cfg, task), dict(columns or {}), id_column,
+    shape = shape_of(cfg, task)
+    if policy is not None:
+        shape = replace(shape, rule=policy)
+    rows = ds.map_batches(PrepareCall(shape, dict(columns or {}), id_column,
                                       "dataset"), batch_format="pyarrow", num_cpus=LIGHT_CPUS)
-    rows = cascade_steps(rows, cfg, task, settings, votes, layout)
+    rows = cascade_steps(rows, cfg, task, settings, votes, layout, shape)
     return rows.map_batches(RecordsCall(run), batch_format="pyarrow", num_cpus=LIGHT_CPUS)
 
 
@@ -314,3 +340,29 @@ def classify_to_shards(
         return result
     finally:
         ctx.execution_options.preserve_order = order
+
+
+def _fused_step(ds: Any, cfg: CascadeConfig, shape: Shape, settings: RaySettings,
+                store: str | None, layout: Layout) -> Any:
+    """Every model in one actor (a pool of ``pool_size``): each batch runs through all the steps
+    in that process, as the single-process cascade runs it; llama.cpp models get one thread per
+    CPU the actor holds."""
+    from ray.data import ActorPoolStrategy
+
+    from speculabel.backends.registry import kind_of
+
+    assert cfg.judge is not None
+    threads = max(1, round(layout.worker_cpus))
+    models = []
+    for spec, role in [*((w, "worker") for w in cfg.workers), (cfg.judge, "judge")]:
+        options = dict(cfg.models.get(spec, {}))
+        if kind_of(spec) == "llamacpp" and "n_threads" not in options:
+            options["n_threads"] = threads
+        cal = cfg.calibration.get(spec)
+        models.append(ModelSpec(spec, role, shape, options, cal.model_dump() if cal else None,
+                                store))
+    steps = plan_steps(shape, cfg.workers, cfg.judge)
+    return ds.map_batches(FusedStage, fn_constructor_args=(tuple(models), tuple(steps)),
+                          num_cpus=layout.worker_cpus, batch_size=cfg.batch_size,
+                          batch_format="pyarrow",
+                          compute=ActorPoolStrategy(size=settings.pool_size))

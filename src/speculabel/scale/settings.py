@@ -61,6 +61,10 @@ class RaySettings(BaseModel):
     #: records per shard at most (a killed run loses at most the shards being written)
     shard_rows: int = Field(default=256, ge=1)
     shard_format: ShardFormat = "jsonl"
+    #: every model of the cascade in one actor (its pool: ``pool_size`` actors), the batch run
+    #: through the steps in that process: no per-model actors splitting few cores into slivers.
+    #: None: fused when the per-model actors would get less than one CPU each
+    fused: bool | None = None
 
 
 def pop_ray_table(data: dict[str, Any], source: str) -> dict[str, Any]:

@@ -83,10 +83,13 @@ class Shape:
     weights: dict[str, float] = field(default_factory=dict)
     parallel_workers: bool = False
     early_exit: bool = False  # only with three workers
+    rule: Policy | None = None  # a rule object instead of the named one (match's MatchRule)
 
     def make_policy(self) -> Policy:
         from speculabel.policy import make_policy
 
+        if self.rule is not None:
+            return self.rule
         return make_policy(self.policy, self.threshold, weights=self.weights)
 
     def rules(self) -> Rules:
@@ -185,6 +188,20 @@ def _open_store(path: str | None) -> Any:
     except VoteStoreError as e:
         log.warning("no vote store on this node: %s", e)
         return None
+
+
+class FusedStage:
+    """Every model of the cascade loaded once in one actor; each batch goes through all the
+    steps here (:func:`run_steps`), as the single-process cascade runs it."""
+
+    def __init__(self, models: Sequence[ModelSpec], steps: Sequence[Step]) -> None:
+        self.stages = {m.spec: ModelStage(m) for m in models}
+        self.shape = models[0].shape
+        self.steps = list(steps)
+
+    def __call__(self, table: Any) -> Any:
+        backends = {spec: st.backend for spec, st in self.stages.items()}
+        return to_table(run_steps(to_rows(table), self.shape, self.steps, backends))
 
 
 class WorkerStage(ModelStage):
