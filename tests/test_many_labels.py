@@ -298,3 +298,25 @@ def test_confident_margin_rule() -> None:
     d = rule.decide([clear], 1)
     assert d.accepted and d.label == "a" and d.support == pytest.approx(0.3)
     assert make_policy("confident-majority", 0.5).decide([clear], 1).accepted
+
+
+def test_bench_tracer_summary_and_table() -> None:
+    from speculabel.bench.tracer import summary_of, table
+
+    def row(seed: int, system: str, cov: float, agr: float | None, fit: float) -> dict:
+        return {"data": "banking77", "budget": 500, "seed": seed, "system": system,
+                "target": 0.9, "coverage": cov, "covered_agreement": agr,
+                "whole_agreement": 0.95, "violation": agr is not None and agr < 0.9,
+                "refused": agr is None, "fit_s": fit, "cpu_s": fit / 2, "load": 3.0}
+
+    draws = [row(0, "speculabel", 0.5, 0.95, 10.0), row(1, "speculabel", 0.0, None, 30.0),
+             row(2, "speculabel", 0.4, 0.85, 20.0), row(0, "tracer", 0.1, 0.92, 100.0)]
+    by = {s["system"]: s for s in summary_of(draws)}
+    ours = by["speculabel"]
+    assert ours["draws"] == 3 and ours["refused"] == 1 and abs(ours["coverage"] - 0.3) < 1e-9
+    assert abs(ours["covered_agreement"] - 0.9) < 1e-9  # refused draws have no agreement
+    assert abs(ours["violation_rate"] - 1 / 3) < 1e-9
+    assert ours["fit_s_median"] == 20.0 and ours["fit_s_max"] == 30.0 and ours["load"] == 3.0
+    text = table({"summary": summary_of(draws)})
+    assert "whole agr." in text and "CPU s" in text
+    assert "| banking77 | 500 | 0.9 | 30.0% | 0.900 | 0.950 | 33% | 1/3 | 20.0 | 10.0 |" in text

@@ -20,13 +20,15 @@ Measured on the test split: coverage (share decided by the cheap model), covered
 this also counts its own sampling noise), refusal (nothing certified), fit time (speculabel: the
 draw's first ``calibrate`` call, which fits every head: cross-validation and five fit shares,
 then certifies; the other targets reuse those deterministic fits; TRACER: one
-``fit_frontier`` for all targets at once; ``cpu_s``: the CPU seconds of that call, which a
-shared machine's load does not inflate as it does the wall time).  ``speculabel-margin``: the same heads gated by the
+``fit_frontier`` for all targets at once; ``cpu_s``: the CPU seconds of that call in this
+process, which a shared machine's load does not inflate as it does the wall time; ``load``: the
+1-minute load average as the draw ended).  ``speculabel-margin``: the same heads gated by the
 margin (``policy="confident-margin"``).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -140,15 +142,16 @@ def run_tracer(train: IntentSplit, idx: np.ndarray, test: IntentSplit,
     labels = sorted(set(train.labels[idx].tolist()))
     index = {lab: i for i, lab in enumerate(labels)}
     y = np.array([index[v] for v in train.labels[idx]])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with contextlib.redirect_stderr(io.StringIO()):
         frontier, _ = fit_frontier(train.x[idx], y, list(targets), alpha=delta, skip=("gbt",))
-    fit_s = time.perf_counter() - t0
+    fit_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
     out: dict[float, Row] = {}
     for target in targets:
         item = next(f for f in frontier if abs(f["target"] - target) < 1e-9)
         best = item["best"]
-        row: Row = {"fit_s": fit_s, "method": best["summary"]["method"] if best else None}
+        row: Row = {"fit_s": fit_s, "cpu_s": cpu_s,
+                    "method": best["summary"]["method"] if best else None}
         if not best or not best["stages"]:
             empty = np.zeros(len(test.labels), dtype=bool)
             out[target] = {**row, **_measure(test.labels, empty, test.labels, target)}
@@ -161,8 +164,11 @@ def run_tracer(train: IntentSplit, idx: np.ndarray, test: IntentSplit,
 
 
 def summarise(rows: list[Row]) -> Row:
-    """Means over seeds (coverage counts a refusal as 0), violation and refusal rates."""
+    """Means over seeds (coverage counts a refusal as 0), violation and refusal rates; the
+    median and largest fit time, and the mean load average the draws ran under."""
     cov = [r["covered_agreement"] for r in rows if r["covered_agreement"] is not None]
+    cpu = [r["cpu_s"] for r in rows if r.get("cpu_s") is not None]
+    load = [r["load"] for r in rows if r.get("load") is not None]
     return {
         "draws": len(rows),
         "coverage": float(np.mean([r["coverage"] for r in rows])),
@@ -171,6 +177,10 @@ def summarise(rows: list[Row]) -> Row:
         "violation_rate": float(np.mean([r["violation"] for r in rows])),
         "refused": int(sum(r["refused"] for r in rows)),
         "fit_s": float(np.mean([r["fit_s"] for r in rows])),
+        "fit_s_median": float(np.median([r["fit_s"] for r in rows])),
+        "fit_s_max": float(np.max([r["fit_s"] for r in rows])),
+        "cpu_s": float(np.mean(cpu)) if cpu else None,
+        "load": float(np.mean(load)) if load else None,
     }
 
 
@@ -220,6 +230,9 @@ def head_to_head(
                         row["call_s"], (row["fit_s"], row["cpu_s"]) = row["fit_s"], first
                         draws.append({"data": name, "budget": budget, "seed": seed,
                                       "system": system, "target": target, **row})
+                load = os.getloadavg()[0]  # the 1-minute load average as the draw ends
+                for d in draws[-len(targets) * len(systems):]:
+                    d["load"] = load
                 say(f"{name} budget {budget} seed {seed}: "
                     + "; ".join(f"{d['system']} {d['target']:g} {100 * d['coverage']:.1f}%"
                                 for d in draws[-len(targets) * len(systems):]))
@@ -255,17 +268,19 @@ def table(result: dict[str, Any]) -> str:
     keys = sorted({(d, b, t) for d, b, t, _ in by})
     systems = [s for s in ("speculabel", "speculabel-margin", "tracer")
                if any(k[3] == s for k in by)]
-    head = " | ".join(f"{s} coverage | covered agr. | violations | refused | fit s"
-                      for s in systems)
+    head = " | ".join(f"{s} coverage | covered agr. | whole agr. | violations | refused | "
+                      "fit s | CPU s" for s in systems)
     lines = [f"| data set | labels | target | {head} |",
-             "|---|---|---|" + "---|" * (5 * len(systems))]
+             "|---|---|---|" + "---|" * (7 * len(systems))]
 
     def cells(s: Row | None) -> str:
         if s is None:
-            return "- | - | - | - | -"
+            return " | ".join(["-"] * 7)
         agr = "-" if s["covered_agreement"] is None else f"{s['covered_agreement']:.3f}"
-        return (f"{100 * s['coverage']:.1f}% | {agr} | {100 * s['violation_rate']:.0f}% | "
-                f"{s['refused']}/{s['draws']} | {s['fit_s']:.1f}")
+        cpu = "-" if s.get("cpu_s") is None else f"{s['cpu_s']:.1f}"
+        return (f"{100 * s['coverage']:.1f}% | {agr} | {s['whole_agreement']:.3f} | "
+                f"{100 * s['violation_rate']:.0f}% | {s['refused']}/{s['draws']} | "
+                f"{s['fit_s']:.1f} | {cpu}")
 
     for d, b, t in keys:
         row = " | ".join(cells(by.get((d, b, t, s))) for s in systems)
