@@ -52,6 +52,26 @@ def test_workflow_fits_on_one_share_and_certifies_on_the_other(tmp_path: Path, f
     assert cal.data is not None and len(cal.data) == 240
 
 
+def test_workflow_tunes_the_learner_once_on_a_core_every_candidate_fits_on(
+        tmp_path: Path, fake: Any) -> None:
+    from speculabel.certify.workflow import calibrate
+
+    judge = _yes_judge(fake)
+    items, gold = _pairs(300, seed=6)
+    with VoteStore(tmp_path / "v.sqlite") as store:
+        cal = calibrate(
+            SIMILAR_TICKET, items, gold, ["learner:minilm"], judge, store=store,
+            fitted_dir=tmp_path / "fitted", target=0.7, delta=0.1, scope="workers",
+            reference="gold", seed=2,
+            backend_options={"learner:minilm": {"embedder": HashEmbedder()}},
+        )
+    # fit share "auto": three candidates (two labels), settings tuned once on the 0.3 core
+    assert any("cross-validation on 90 items" in n for n in cal.notes), cal.notes
+    assert any("among 3 candidates" in n for n in cal.notes)
+    meta = json.loads((cal.fitted["learner:minilm"] / "meta.json").read_text())
+    assert meta["trained_on"] == cal.n_fit  # the shipped worker: the chosen candidate's fit
+
+
 def test_a_worker_cannot_be_fitted_on_one_class(tmp_path: Path, fake: Any) -> None:
     from speculabel.backends.base import BackendError
     from speculabel.certify.workflow import calibrate

@@ -157,5 +157,43 @@ def test_a_head_of_another_class_is_refused(tmp_path: Path) -> None:
 
             return RidgeClassifier()
 
-    with pytest.raises(BackendError, match="LogisticRegression head"):
+    with pytest.raises(BackendError, match="MixedHead head"):
         Other(embedder=embed, directory=folder)
+
+
+def test_a_head_with_a_neighbour_vote_round_trips(tmp_path: Path) -> None:
+    from speculabel.backends.learner.select import Choice
+
+    folder = tmp_path / "lrn"
+    lrn = LearnerBackend(embedder=embed, directory=folder, C=3.0, class_weight=None)
+    lrn.choice = Choice(3.0, None, {}, 3, knn_weight=0.5, temperature=0.02)
+    texts, labels = _texts(30)
+    lrn.fit(texts, labels)
+    probe = ["great love monday", "awful broken bus", "table street"]
+    p = lrn.predict_proba(probe)
+    assert lrn._model.knn_weight == 0.5 and len(lrn._model.memory_) == 30
+    assert np.allclose(p.sum(axis=1), 1.0)
+    lrn.close()
+    again = LearnerBackend(embedder=embed, directory=folder)
+    assert np.array_equal(again.predict_proba(probe), p)
+    # the vote counts: the same head without it gives other probabilities
+    plain = lrn._model.linear_proba(lrn.features([(t,) for t in probe]))
+    assert not np.allclose(plain, p)
+
+
+def test_a_plain_logistic_head_of_an_earlier_version_still_loads(tmp_path: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from speculabel.backends.learner.persist import LearnerDir
+
+    folder = tmp_path / "lrn"
+    lrn = _fitted(folder)
+    texts, labels = _texts(30)
+    old = LogisticRegression(C=3.0, max_iter=2000).fit(lrn.features([(t,) for t in texts]),
+                                                       labels)
+    LearnerDir(folder).write_model(old)
+    again = LearnerBackend(embedder=embed, directory=folder)
+    assert isinstance(again._model, LogisticRegression)
+    probe = ["great love monday", "awful broken bus"]
+    assert np.allclose(again.predict_proba(probe),
+                       old.predict_proba(again.features([(t,) for t in probe])))

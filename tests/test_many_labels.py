@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 import needs
-from speculabel.certify.fitsplit import CANDIDATES, certify_best_split, fractions_of, split
+from speculabel.certify.fitsplit import (
+    CANDIDATES,
+    MANY_LABEL_CANDIDATES,
+    certify_best_split,
+    fractions_of,
+    split,
+)
 from speculabel.policy import make_policy
 from speculabel.records import Item, Vote
 from speculabel.tasks import TaskError, load_task, task_from_dict, with_labels
@@ -113,13 +119,21 @@ def test_task_with_column_labels_is_written_beside_the_config(tmp_path: Path) ->
 
 
 def test_cv_chooses_weak_regularisation_for_separable_many_classes() -> None:
-    from speculabel.backends.learner.select import C_GRID, choose
+    from speculabel.backends.learner.select import C_GRID, KNN_TEMPERATURES, KNN_WEIGHTS, choose
 
     items, labs = _intent_data(400)
     x = CentroidEmbedder()([it.fields["text"] for it in items])
     got = choose(x, np.array(labs))
     assert got.C in C_GRID and got.C >= 30 and got.folds == 3
-    assert len(got.scores) == len(C_GRID) * 2  # both weightings tried
+    assert sum(k.startswith("C=") for k in got.scores) == len(C_GRID) * 2  # both weightings
+    # then the neighbour vote's weight and temperature, on the same folds (0 always allowed)
+    mixes = (len(KNN_WEIGHTS) - 1) * len(KNN_TEMPERATURES)
+    assert sum(k.startswith("knn_weight=") for k in got.scores) == mixes
+    assert got.knn_weight in KNN_WEIGHTS and got.temperature in KNN_TEMPERATURES
+    # a neighbour vote is mixed in only when it lowers the out-of-fold loss
+    plain = min(v for k, v in got.scores.items() if k.startswith("C="))
+    mixed = min(v for k, v in got.scores.items() if k.startswith("knn"))
+    assert (got.knn_weight > 0) == (mixed < plain)
     # too few labels for two folds: the middle of the grid, unweighted
     tiny = choose(x[:3], np.array(labs[:3]))
     assert tiny.folds == 0 and tiny.class_weight is None
@@ -140,6 +154,24 @@ def test_explicit_fit_votes_and_names_unseen_labels() -> None:
     assert worker.choice is not None
 
 
+def test_a_second_fit_on_the_same_data_reuses_the_first(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    from speculabel.backends.learner import select
+    from speculabel.backends.learner.backend import LearnerBackend
+
+    items, labs = _intent_data(200)
+    worker = LearnerBackend(embedder=CentroidEmbedder())
+    x = worker.embed([it.fields["text"] for it in items])
+    first = worker.fit_model(x, np.array(labs))
+    chosen = worker.choice
+    monkeypatch.setattr(select, "choose", lambda *a, **k: pytest.fail("chose again"))
+    assert worker.fit_model(x, np.array(labs)) is first and worker.choice is chosen
+    # other labels are other data: fitted anew
+    monkeypatch.undo()
+    other = worker.fit_model(x, np.array(labs[1:] + labs[:1]))
+    assert other is not first
+
+
 def test_calibrate_many_labels_chooses_the_fit_share() -> None:
     from speculabel import calibrate
     from speculabel.backends.learner.backend import LearnerBackend
@@ -150,8 +182,9 @@ def test_calibrate_many_labels_chooses_the_fit_share() -> None:
     cert = calibrate(task=task, workers=[worker], items=items, references=labs,
                      scope="workers", target=0.9, delta=0.1)
     assert cert.threshold is not None, cert.statement
-    assert cert.calibration.fit_fraction in CANDIDATES
-    assert any("fit share chosen among 3 candidates" in n for n in cert.notes)
+    assert cert.calibration.fit_fraction in MANY_LABEL_CANDIDATES  # 20 labels: many
+    assert any(f"fit share chosen among {len(MANY_LABEL_CANDIDATES)} candidates" in n
+               for n in cert.notes)
     assert cert.calibration.plan.result.delta == 0.1  # the promise is at the overall delta
     # the shipped worker is the one fitted on the chosen share
     assert worker.trained_on == cert.calibration.n_fit
@@ -165,8 +198,69 @@ def test_calibrate_many_labels_chooses_the_fit_share() -> None:
 # ----------------------------------------------------------------------------- fit share choice
 
 
+def test_settings_are_tuned_once_on_a_core_that_no_candidate_certifies_on() -> None:
+    from types import SimpleNamespace
+
+    from speculabel.certify.fitsplit import nested_split
+
+    seen: list[str] = []
+    core_of: list[list[int]] = []
+    fits: list[tuple[list[int], list[int]]] = []
+
+    def tune(core: list[int]) -> None:
+        seen.append("tune")
+        core_of.append(core)
+
+    def run(fit_idx: list[int], cert_idx: list[int], level: float) -> object:
+        seen.append("run")
+        fits.append((fit_idx, cert_idx))
+        res = SimpleNamespace(feasible=True, coverage=len(fit_idx) / 1000, best_bound=0.9,
+                              delta=level)
+        return SimpleNamespace(plan=SimpleNamespace(result=res), notes=[], fit_fraction=None)
+
+    cal = certify_best_split(200, [0.5, 0.6, 0.8], 4, 0.09, run, tune)  # type: ignore[arg-type]
+    assert seen == ["tune", "run", "run", "run"]  # tuned once, before any candidate
+    core = set(core_of[0])
+    assert len(core) == 100  # the smallest candidate share
+    for (fit_idx, cert_idx), frac in zip(fits, [0.5, 0.6, 0.8], strict=True):
+        assert core <= set(fit_idx) and not core & set(cert_idx)  # no certify item tuned on
+        assert len(fit_idx) == round(frac * 200) and len(fit_idx) + len(cert_idx) == 200
+    assert fits[1][1] != fits[2][1][:len(fits[1][1])]  # each candidate its own random draw
+    assert cal.fit_fraction == 0.8 and any("cross-validation on 100 items" in n
+                                           for n in cal.notes)
+    fit, cert = nested_split(10, [0, 1, 2], 0.2, 0)  # a share below the core: the core alone
+    assert fit == [0, 1, 2] and sorted(fit + cert) == list(range(10))
+
+
+def test_calibrate_tunes_the_learner_once_and_unpins_it(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    from speculabel import calibrate
+    from speculabel.backends.learner import select
+    from speculabel.backends.learner.backend import LearnerBackend
+
+    calls: list[int] = []
+    real = select.choose
+
+    def counted(x: np.ndarray, y: np.ndarray, **kw: object) -> select.Choice:
+        calls.append(len(y))
+        return real(x, y, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(select, "choose", counted)
+    task = with_labels(load_task("banking77-intent"), INTENTS)
+    items, labs = _intent_data(400, seed=5)
+    worker = LearnerBackend(embedder=CentroidEmbedder(noise=0.9))
+    cert = calibrate(task=task, workers=[worker], items=items, references=labs,
+                     scope="workers", target=0.9, delta=0.1)
+    assert calls == [200]  # once, on the core (half of the items), not once per candidate
+    assert worker.pinned is None and worker.choice is not None
+    assert cert.threshold is not None, cert.statement
+
+
 def test_fractions_of() -> None:
     assert fractions_of("auto", 0.3) == list(CANDIDATES)
+    assert fractions_of("auto", 0.3, n_labels=3) == list(CANDIDATES)
+    assert fractions_of("auto", 0.3, n_labels=77) == list(MANY_LABEL_CANDIDATES)
+    assert min(MANY_LABEL_CANDIDATES) > min(CANDIDATES)  # many labels: more of it to fit on
     assert fractions_of(None, 0.3) == [0.3]
     assert fractions_of(0.6, 0.3) == [0.6]
     assert fractions_of([0.2, 0.4], 0.3) == [0.2, 0.4]
@@ -204,3 +298,25 @@ def test_confident_margin_rule() -> None:
     d = rule.decide([clear], 1)
     assert d.accepted and d.label == "a" and d.support == pytest.approx(0.3)
     assert make_policy("confident-majority", 0.5).decide([clear], 1).accepted
+
+
+def test_bench_tracer_summary_and_table() -> None:
+    from speculabel.bench.tracer import summary_of, table
+
+    def row(seed: int, system: str, cov: float, agr: float | None, fit: float) -> dict:
+        return {"data": "banking77", "budget": 500, "seed": seed, "system": system,
+                "target": 0.9, "coverage": cov, "covered_agreement": agr,
+                "whole_agreement": 0.95, "violation": agr is not None and agr < 0.9,
+                "refused": agr is None, "fit_s": fit, "cpu_s": fit / 2, "load": 3.0}
+
+    draws = [row(0, "speculabel", 0.5, 0.95, 10.0), row(1, "speculabel", 0.0, None, 30.0),
+             row(2, "speculabel", 0.4, 0.85, 20.0), row(0, "tracer", 0.1, 0.92, 100.0)]
+    by = {s["system"]: s for s in summary_of(draws)}
+    ours = by["speculabel"]
+    assert ours["draws"] == 3 and ours["refused"] == 1 and abs(ours["coverage"] - 0.3) < 1e-9
+    assert abs(ours["covered_agreement"] - 0.9) < 1e-9  # refused draws have no agreement
+    assert abs(ours["violation_rate"] - 1 / 3) < 1e-9
+    assert ours["fit_s_median"] == 20.0 and ours["fit_s_max"] == 30.0 and ours["load"] == 3.0
+    text = table({"summary": summary_of(draws)})
+    assert "whole agr." in text and "CPU s" in text
+    assert "| banking77 | 500 | 0.9 | 30.0% | 0.900 | 0.950 | 33% | 1/3 | 20.0 | 10.0 |" in text

@@ -6,9 +6,9 @@ For each budget (labelled items drawn at random from Banking77's train split) an
 * **speculabel**: :func:`speculabel.calibrate` with one ``learner:minilm`` worker (its
   embedder reads the cached embeddings), scope ``workers`` (agreement among the items the
   worker decides >= target, w.p. >= 1 - delta): exactly the product's path, defaults included
-  (C and class weighting by cross-validation, the fit share chosen among 0.3/0.5/0.7 at
-  delta/3 each).  The certified cascade then decides test items whose score reaches the
-  threshold.
+  (C, class weighting and the weight of a nearest-neighbour vote by cross-validation, the fit
+  share chosen among the many-label candidates 0.5/0.6/0.7/0.75/0.8 at delta/5 each).  The
+  certified cascade then decides test items whose score reaches the threshold.
 * **TRACER**: ``tracer.fit.pipeline.fit_frontier`` (what ``tracer.fit`` runs, without writing
   artifacts) at the same targets and ``alpha = delta``, its model zoo less gradient boosting
   (``skip=("gbt",)``: the slowest by far on many classes); its deployed pipeline routes the
@@ -18,14 +18,17 @@ Measured on the test split: coverage (share decided by the cheap model), covered
 (with the teacher among those), whole-data agreement (teacher-decided items agree), violation
 (covered agreement on the test split below the target: the test split is itself a sample, so
 this also counts its own sampling noise), refusal (nothing certified), fit time (speculabel: the
-draw's first ``calibrate`` call, which fits every head: cross-validation and three fit shares,
+draw's first ``calibrate`` call, which fits every head: cross-validation and five fit shares,
 then certifies; the other targets reuse those deterministic fits; TRACER: one
-``fit_frontier`` for all targets at once).  ``speculabel-margin``: the same heads gated by the
+``fit_frontier`` for all targets at once; ``cpu_s``: the CPU seconds of that call in this
+process, which a shared machine's load does not inflate as it does the wall time; ``load``: the
+1-minute load average as the draw ended).  ``speculabel-margin``: the same heads gated by the
 margin (``policy="confident-margin"``).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -49,9 +52,17 @@ class CachedEmbedder:
         return np.stack([self._by_text[t] for t in texts])
 
 
+def _digest(kind: str, x: np.ndarray, y: np.ndarray, extra: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(f"{kind}{extra!r}".encode() + x.tobytes()
+                          + "\n".join(y.tolist()).encode()).hexdigest()
+
+
 class FitMemo:
-    """Fitted heads by (features, labels): the three targets of one draw fit the same shares, so
-    the bench fits each once (fitting is deterministic; the first call's time is the real cost)."""
+    """Fitted heads and tuned settings by (features, labels): the three targets of one draw fit
+    the same shares, so the bench fits and tunes each once (both are deterministic; the first
+    call's time is the real cost)."""
 
     def __init__(self) -> None:
         self.heads: dict[str, tuple[Any, Any]] = {}
@@ -63,14 +74,18 @@ class FitMemo:
 
         class MemoLearner(LearnerBackend):
             def fit_model(self, x: np.ndarray, y: np.ndarray) -> Any:
-                import hashlib
-
-                key = hashlib.sha256(x.tobytes() + "\n".join(y.tolist()).encode()).hexdigest()
+                key = _digest("fit", x, y, self.pinned)
                 if key not in memo.heads:
                     model = super().fit_model(x, y)
                     memo.heads[key] = (model, self.choice)
                 model, self.choice = memo.heads[key]
                 return model
+
+            def _choose(self, x: np.ndarray, y: np.ndarray) -> Any:
+                key = _digest("choose", x, y, None)
+                if key not in memo.heads:
+                    memo.heads[key] = (None, super()._choose(x, y))
+                return memo.heads[key][1]
 
         return MemoLearner(embedder=embedder)
 
@@ -92,15 +107,18 @@ def run_speculabel(train: IntentSplit, idx: np.ndarray, test: IntentSplit, targe
     from speculabel import calibrate
 
     worker = (memo or FitMemo()).learner(embedder)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     cert = calibrate(task=task, workers=[worker], items=[train.texts[i] for i in idx],
                      references=[str(train.labels[i]) for i in idx], scope=scope,
                      target=target, delta=delta, seed=seed, policy=policy)
-    fit_s = time.perf_counter() - t0
+    fit_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
     ch = worker.choice
-    row: Row = {"fit_s": fit_s, "threshold": cert.threshold, "fit_items": cert.calibration.n_fit,
-                "notes": cert.notes, "policy": cert.policy,
-                "head": None if ch is None else f"C={ch.C:g},class_weight={ch.class_weight}"}
+    row: Row = {"fit_s": fit_s, "cpu_s": cpu_s, "threshold": cert.threshold,
+                "fit_items": cert.calibration.n_fit, "notes": cert.notes, "policy": cert.policy,
+                "head": None if ch is None else (f"C={ch.C:g},class_weight={ch.class_weight},"
+                                                 f"knn_weight={ch.knn_weight:g},"
+                                                 f"temperature={ch.temperature:g}"),
+                "fit_fraction": cert.calibration.fit_fraction}
     if cert.threshold is None:
         empty = np.zeros(len(test.labels), dtype=bool)
         return {**row, **_measure(test.labels, empty, test.labels, target)}
@@ -124,15 +142,16 @@ def run_tracer(train: IntentSplit, idx: np.ndarray, test: IntentSplit,
     labels = sorted(set(train.labels[idx].tolist()))
     index = {lab: i for i, lab in enumerate(labels)}
     y = np.array([index[v] for v in train.labels[idx]])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with contextlib.redirect_stderr(io.StringIO()):
         frontier, _ = fit_frontier(train.x[idx], y, list(targets), alpha=delta, skip=("gbt",))
-    fit_s = time.perf_counter() - t0
+    fit_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
     out: dict[float, Row] = {}
     for target in targets:
         item = next(f for f in frontier if abs(f["target"] - target) < 1e-9)
         best = item["best"]
-        row: Row = {"fit_s": fit_s, "method": best["summary"]["method"] if best else None}
+        row: Row = {"fit_s": fit_s, "cpu_s": cpu_s,
+                    "method": best["summary"]["method"] if best else None}
         if not best or not best["stages"]:
             empty = np.zeros(len(test.labels), dtype=bool)
             out[target] = {**row, **_measure(test.labels, empty, test.labels, target)}
@@ -145,8 +164,11 @@ def run_tracer(train: IntentSplit, idx: np.ndarray, test: IntentSplit,
 
 
 def summarise(rows: list[Row]) -> Row:
-    """Means over seeds (coverage counts a refusal as 0), violation and refusal rates."""
+    """Means over seeds (coverage counts a refusal as 0), violation and refusal rates; the
+    median and largest fit time, and the mean load average the draws ran under."""
     cov = [r["covered_agreement"] for r in rows if r["covered_agreement"] is not None]
+    cpu = [r["cpu_s"] for r in rows if r.get("cpu_s") is not None]
+    load = [r["load"] for r in rows if r.get("load") is not None]
     return {
         "draws": len(rows),
         "coverage": float(np.mean([r["coverage"] for r in rows])),
@@ -155,6 +177,10 @@ def summarise(rows: list[Row]) -> Row:
         "violation_rate": float(np.mean([r["violation"] for r in rows])),
         "refused": int(sum(r["refused"] for r in rows)),
         "fit_s": float(np.mean([r["fit_s"] for r in rows])),
+        "fit_s_median": float(np.median([r["fit_s"] for r in rows])),
+        "fit_s_max": float(np.max([r["fit_s"] for r in rows])),
+        "cpu_s": float(np.mean(cpu)) if cpu else None,
+        "load": float(np.mean(load)) if load else None,
     }
 
 
@@ -193,16 +219,20 @@ def head_to_head(
                         draws.append({"data": name, "budget": budget, "seed": seed,
                                       "system": "tracer", "target": target, **row})
                 memo = FitMemo()
-                first: float | None = None  # the draw's first call fits every head: its cost
+                # the draw's first call fits every head: its cost (wall and CPU seconds)
+                first: tuple[float, float] | None = None
                 for system in [s for s in systems if s != "tracer"]:
                     policy = "confident-margin" if system.endswith("margin") else None
                     for target in targets:
                         row = run_speculabel(train, idx, test, target, delta, seed, embedder,
                                              task, memo=memo, policy=policy)
-                        first = row["fit_s"] if first is None else first
-                        row["call_s"], row["fit_s"] = row["fit_s"], first
+                        first = (row["fit_s"], row["cpu_s"]) if first is None else first
+                        row["call_s"], (row["fit_s"], row["cpu_s"]) = row["fit_s"], first
                         draws.append({"data": name, "budget": budget, "seed": seed,
                                       "system": system, "target": target, **row})
+                load = os.getloadavg()[0]  # the 1-minute load average as the draw ends
+                for d in draws[-len(targets) * len(systems):]:
+                    d["load"] = load
                 say(f"{name} budget {budget} seed {seed}: "
                     + "; ".join(f"{d['system']} {d['target']:g} {100 * d['coverage']:.1f}%"
                                 for d in draws[-len(targets) * len(systems):]))
@@ -238,17 +268,19 @@ def table(result: dict[str, Any]) -> str:
     keys = sorted({(d, b, t) for d, b, t, _ in by})
     systems = [s for s in ("speculabel", "speculabel-margin", "tracer")
                if any(k[3] == s for k in by)]
-    head = " | ".join(f"{s} coverage | covered agr. | violations | refused | fit s"
-                      for s in systems)
+    head = " | ".join(f"{s} coverage | covered agr. | whole agr. | violations | refused | "
+                      "fit s | CPU s" for s in systems)
     lines = [f"| data set | labels | target | {head} |",
-             "|---|---|---|" + "---|" * (5 * len(systems))]
+             "|---|---|---|" + "---|" * (7 * len(systems))]
 
     def cells(s: Row | None) -> str:
         if s is None:
-            return "- | - | - | - | -"
+            return " | ".join(["-"] * 7)
         agr = "-" if s["covered_agreement"] is None else f"{s['covered_agreement']:.3f}"
-        return (f"{100 * s['coverage']:.1f}% | {agr} | {100 * s['violation_rate']:.0f}% | "
-                f"{s['refused']}/{s['draws']} | {s['fit_s']:.1f}")
+        cpu = "-" if s.get("cpu_s") is None else f"{s['cpu_s']:.1f}"
+        return (f"{100 * s['coverage']:.1f}% | {agr} | {s['whole_agreement']:.3f} | "
+                f"{100 * s['violation_rate']:.0f}% | {s['refused']}/{s['draws']} | "
+                f"{s['fit_s']:.1f} | {cpu}")
 
     for d, b, t in keys:
         row = " | ".join(cells(by.get((d, b, t, s))) for s in systems)

@@ -150,8 +150,9 @@ def calibrate(
     are gold, and the judge's labels come from ``judge_labels`` or ``judge``).  Learning workers
     are fitted on a ``fit_fraction`` share and certified on the rest, with probability at least
     1 - ``delta`` over the draw of the items; ``fit_fraction="auto"`` (the default when a worker
-    learns) tries the shares of :data:`speculabel.certify.fitsplit.CANDIDATES` at ``delta / m``
-    each and keeps the best (see :mod:`speculabel.certify.fitsplit`).
+    learns) tries the shares of :data:`speculabel.certify.fitsplit.CANDIDATES` (or of
+    ``MANY_LABEL_CANDIDATES``, for a task of many labels) at ``delta / m`` each and keeps the
+    best (see :mod:`speculabel.certify.fitsplit`).
 
     ``buy="sequential"`` (with ``judge`` and no labels): the judge labels a growing random
     sample (``first`` items, doubled at each look) until more labels stop adding certified
@@ -232,7 +233,7 @@ def calibrate(
     fits = bool(learners) or rule in ("weighted", "auto")
     try:
         fracs = fractions_of("auto" if fit_fraction is None and learners else fit_fraction,
-                             0.3 if fits else 0.0)
+                             0.3 if fits else 0.0, len(the_task.label_names))
     except ValueError as e:
         raise CalibrationError(str(e)) from None
     if learners and 0.0 in fracs:
@@ -259,5 +260,19 @@ def calibrate(
             target=target, delta=level, scope=scope, reference=reference,  # type: ignore[arg-type]
             policy=rule, method=method, seed=seed)
 
-    cal = certify_best_split(n, fracs, seed, delta, run)
+    def tune(core: list[int]) -> None:
+        for w in learners.values():
+            inner = unwrap(w)
+            assert isinstance(inner, LearningWorker)
+            inner.check_task(the_task)
+            keep = [i for i in core if ref[i] is not None]
+            inner.pin_settings([inner.row_of(its[i]) for i in keep], [str(ref[i]) for i in keep])
+
+    try:
+        cal = certify_best_split(n, fracs, seed, delta, run, tune if learners else None)
+    finally:
+        for w in learners.values():
+            inner = unwrap(w)
+            assert isinstance(inner, LearningWorker)
+            inner.pin_settings(None)
     return Certificate(the_task, models, cal, scope, target, delta, reference)

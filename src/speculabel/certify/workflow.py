@@ -57,8 +57,10 @@ def fit_learner(
     fit_labels: Sequence[str | None],
     folder: Path,
     options: Mapping[str, Any] | None = None,
+    pinned: Any = None,
 ) -> LearningWorker:
-    """A learning worker fitted on these labels, saved (and frozen) in ``folder``."""
+    """A learning worker fitted on these labels, saved (and frozen) in ``folder`` (with
+    ``pinned``: the settings chosen beforehand, see ``LearningWorker.pin_settings``)."""
     from speculabel.backends.base import BackendError
     from speculabel.backends.registry import load_backend
 
@@ -69,6 +71,7 @@ def fit_learner(
     if not isinstance(worker, LearningWorker):
         raise BackendError(f"{spec} is not a worker that learns")
     worker.check_task(task)
+    worker.pinned = pinned
     pairs = [(worker.row_of(it), lab) for it, lab in zip(fit_items, fit_labels, strict=True)
              if lab is not None]
     if len({lab for _, lab in pairs}) < 2:
@@ -153,7 +156,7 @@ def calibrate(
     if fit_fraction is None and learners:
         fit_fraction = "auto"
     try:
-        fractions = fractions_of(fit_fraction, 0.3 if fits else 0.0)
+        fractions = fractions_of(fit_fraction, 0.3 if fits else 0.0, len(task.label_names))
     except ValueError as e:
         raise ValueError(f"--fit-fraction: {e}") from None
     if learners and 0.0 in fractions:
@@ -173,6 +176,21 @@ def calibrate(
         ref = [g if g in task.label_names else None for g in gold]
 
     fitted = {spec: fitted_dir / spec.partition("@")[0].replace(":", "-") for spec in learners}
+    pinned: dict[str, Any] = {}
+
+    def tune(core: list[int]) -> None:
+        from speculabel.backends.registry import load_backend
+
+        keep = [i for i in core if ref[i] is not None]
+        for spec in learners:
+            opts = {k: v for k, v in ((backend_options or {}).get(spec) or {}).items()
+                    if k not in ("directory", "frozen")}
+            worker = load_backend(spec.partition("@")[0], **opts)
+            assert isinstance(worker, LearningWorker)
+            worker.check_task(task)
+            worker.pin_settings([worker.row_of(items[i]) for i in keep],
+                                [str(ref[i]) for i in keep])
+            pinned[spec] = worker.pinned
 
     def run(fit_idx: list[int], cert_idx: list[int], level: float) -> Calibration:
         fitters: dict[str, Callable[[], LearningWorker]] = {}
@@ -180,7 +198,7 @@ def calibrate(
             def fitter(spec: str = spec) -> LearningWorker:
                 return fit_learner(spec, task, [items[i] for i in fit_idx],
                                    [ref[i] for i in fit_idx], fitted[spec],
-                                   (backend_options or {}).get(spec))
+                                   (backend_options or {}).get(spec), pinned.get(spec))
 
             fitters[spec] = fitter
         return fit_and_certify(
@@ -189,7 +207,8 @@ def calibrate(
             policy=policy, model_calibration=model_calibration, offsets=offsets, method=method,
             seed=seed, fitted=fitted, progress=progress, close_learners=True)
 
-    return certify_best_split(len(items), fractions, seed, delta, run)
+    return certify_best_split(len(items), fractions, seed, delta, run,
+                              tune if learners else None)
 
 
 def fit_and_certify(

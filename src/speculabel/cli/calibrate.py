@@ -133,7 +133,8 @@ def calibrate(
     fit_fraction: Annotated[
         str | None,
         typer.Option(help="Share of items for fitting learning workers, weights and temperatures, "
-                     "or auto (0.3, 0.5 and 0.7 tried at delta/3 each, the best certified "
+                     "or auto (0.3, 0.5 and 0.7 tried at delta/3 each, for 10 labels or more "
+                     "0.5, 0.6, 0.7, 0.75 and 0.8 at delta/5; the best certified "
                      "coverage kept) [default: auto when a worker learns; 0.3 when only weights "
                      "or temperatures are fitted; else 0]; the threshold is certified on the "
                      "rest."),

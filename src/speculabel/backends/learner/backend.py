@@ -11,7 +11,8 @@ call) and fits a logistic-regression head, so it costs almost nothing per item. 
 
 Its regularisation ``C`` and class weighting are chosen by cross-validation on the labels it is
 fitted on (``C="auto"``, ``class_weight="auto"``, the defaults; see :mod:`.select`): a 3-label
-task with a few hundred labels and a 77-intent task want very different heads.
+task with a few hundred labels and a 77-intent task want very different heads.  So is the weight
+of a nearest-neighbour vote mixed into the head (:mod:`.mixhead`; 0 when it does not help).
 
 Pair tasks (two fields): each text is embedded on its own and the features are
 ``[a + b, |a - b|, a * b]`` (symmetric in the two texts), ``pair_mode="sym"``; ``"sep"`` embeds
@@ -53,6 +54,7 @@ from speculabel.backends.learner.base import LearningWorker
 from speculabel.tasks import Task
 
 PAIR_MODES = ("sym", "sep")
+KEEP_FITS = 8  # fits kept for a second call on the same data (calibrate's chosen fit share)
 HEADS = ("logistic", "knn")
 #: tasks whose learner appends the lexicon's scores unless told otherwise (``lexicon`` unset)
 LEXICON_TASKS = ("sentiment",)
@@ -120,6 +122,8 @@ class LearnerBackend(LearningWorker):
         self.class_weight = class_weight
         #: what cross-validation chose at the last fit (None until then, or when nothing is auto)
         self.choice: Any = None
+        self._fits: dict[str, tuple[Any, Any]] = {}  # the last fits, by their data (fit_model)
+        self.pinned: Any = None  # settings chosen once for every next fit (pin_settings)
         super().__init__(spec, **kw)
 
     #: what a directory written before these options existed was fitted with
@@ -158,14 +162,6 @@ class LearnerBackend(LearningWorker):
             return super().fit(texts, labels)
         finally:
             self._pending_head = None
-
-    def fit_model(self, x: np.ndarray, y: np.ndarray) -> Any:
-        """Choose what is ``"auto"`` by cross-validation on (x, y), then fit on all of it (and,
-        with ``temperature``, fit the temperature on out-of-fold logits of those settings).  Just
-        after a fine-tuning that is used: the tuned model's own head (:func:`.finetune.linear_head`)."""
-        if self._pending_head is not None:
-            return self._pending_head
-        return self._fit_fresh(x, y)
 
     def _use_encoder(self, tuned: Any) -> None:
         """Embed with a tuned encoder (None: the base embedder); cached vectors are dropped."""
@@ -276,19 +272,68 @@ class LearnerBackend(LearningWorker):
             from speculabel.backends.learner.heads import TemperedLogistic
 
             return TemperedLogistic(C=c, max_iter=2000, class_weight=cw)
+        from speculabel.backends.learner.mixhead import MixedHead
+
+        ch = self.choice
+        return MixedHead(C=c, class_weight=cw, max_iter=2000,
+                         knn_weight=getattr(ch, "knn_weight", 0.0),
+                         temperature=getattr(ch, "temperature", 0.05))
+
+    def _choose(self, x: np.ndarray, y: np.ndarray) -> Any:
+        from speculabel.backends.learner.select import C_GRID, WEIGHTINGS, choose
+
+        cs = C_GRID if self.C == "auto" else (float(self.C),)
+        ws = WEIGHTINGS if self.class_weight == "auto" else (self.class_weight,)
+        return choose(x, y, cs=cs, weightings=ws)
+
+    def pin_settings(self, rows: Sequence[Sequence[str]] | None, labels: Sequence[str] = ()
+                     ) -> None:
+        """C, class weighting and the neighbour vote chosen by cross-validation on these rows,
+        kept for every next fit (see :meth:`LearningWorker.pin_settings`)."""
+        if rows is None or not (self.C == "auto" or self.class_weight == "auto"):
+            self.pinned = None
+            return
+        y = np.array([str(v) for v in labels])
+        self.pinned = self._choose(self.features(rows), y) if len(set(y)) >= 2 else None
+
+    def other_heads(self) -> dict[str, Any]:
+        """A plain logistic regression: the head that earlier versions saved (still loaded)."""
         from sklearn.linear_model import LogisticRegression
 
-        return LogisticRegression(C=c, max_iter=2000, class_weight=cw)
+        return {"sklearn.linear_model._logistic.LogisticRegression":
+                lambda: LogisticRegression(max_iter=2000)}
+
+    def fit_model(self, x: np.ndarray, y: np.ndarray) -> Any:
+        """Choose what is ``"auto"`` by cross-validation on (x, y), then fit on all of it (and,
+        with ``temperature``, fit the temperature on out-of-fold logits of those settings).  Just
+        after a fine-tuning that is used: the tuned model's own head (:func:`.finetune.linear_head`).
+
+        The last few fits are kept by a hash of their data and settings: ``calibrate`` fits
+        the chosen fit share's worker a second time (fitting is deterministic), and that costs
+        nothing then."""
+        if self._pending_head is not None:
+            return self._pending_head
+        import hashlib
+
+        key = hashlib.sha256(repr((self.C, self.class_weight, self.pinned, self.head, self.k,
+                                   self.temperature, x.shape, x.dtype.str)).encode()
+                             + x.tobytes() + "\0".join(map(str, y)).encode()).hexdigest()
+        if key in self._fits:
+            self.choice, model = self._fits[key]
+            return model
+        model = self._fit_fresh(x, y)
+        self._fits[key] = (self.choice, model)
+        while len(self._fits) > KEEP_FITS:
+            self._fits.pop(next(iter(self._fits)))
+        return model
 
     def _fit_fresh(self, x: np.ndarray, y: np.ndarray) -> Any:
         if self.head == "knn":
             return self.new_head().fit(x, y)
-        if self.C == "auto" or self.class_weight == "auto":
-            from speculabel.backends.learner.select import C_GRID, WEIGHTINGS, choose
-
-            cs = C_GRID if self.C == "auto" else (float(self.C),)
-            ws = WEIGHTINGS if self.class_weight == "auto" else (self.class_weight,)
-            self.choice = choose(x, y, cs=cs, weightings=ws)
+        if self.pinned is not None:
+            self.choice = self.pinned
+        elif self.C == "auto" or self.class_weight == "auto":
+            self.choice = self._choose(x, y)
         head = self.new_head()
         if self.temperature:
             from speculabel.backends.learner.heads import out_of_fold_temperature

@@ -57,6 +57,8 @@ class LearningWorker(Backend):
     KIND: ClassVar[str] = ""
     OPTIONS: ClassVar[tuple[str, ...]] = ("directory", "min_per_class", "retrain_every",
                                           "frozen", "embedder")
+    #: settings chosen once for every next fit (:meth:`pin_settings`); None: each fit chooses
+    pinned: Any = None
     #: a setting's value in a directory that does not name it (written by an older version)
     SETTING_DEFAULTS: ClassVar[dict[str, Any]] = {}
 
@@ -140,6 +142,18 @@ class LearningWorker(Backend):
     @abstractmethod
     def new_head(self) -> Any:
         """An unfitted scikit-learn classifier with ``predict_proba``."""
+
+    def pin_settings(self, rows: Sequence[Sequence[str]] | None, labels: Sequence[str] = ()
+                     ) -> None:
+        """Choose the settings a fit would choose from these labelled rows and keep them for
+        the next fits (``calibrate`` tunes once, on items every candidate fit share holds);
+        ``rows=None`` drops them (each fit chooses again).  A worker with nothing to choose
+        ignores it."""
+
+    def other_heads(self) -> dict[str, Any]:
+        """Factories of other head classes a saved directory may hold, by class name (heads
+        that earlier versions fitted); :meth:`new_head` is the default."""
+        return {}
 
     def fit_model(self, x: np.ndarray, y: np.ndarray) -> Any:
         """A head fitted on ``(x, y)`` (subclasses may choose its settings from the data)."""
@@ -428,7 +442,7 @@ class LearningWorker(Backend):
         for row in self._dir.read_examples():
             self._add(tuple(row["fields"]), str(row["label"]))
         self._cache = self._dir.read_embeddings()
-        self._model = self._dir.read_model(self.new_head)
+        self._model = self._dir.read_model(self.new_head, self.other_heads())
         if self._model is not None:
             self._trained_on = int(meta.get("trained_on", 0))
             self._trained_digest = str(meta.get("trained_digest", ""))

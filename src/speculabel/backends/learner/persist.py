@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -118,9 +118,11 @@ class LearnerDir:
         tmp.replace(self.path / "embeddings.npz")
 
     # .................................................................. the fitted head
-    def read_model(self, new_head: Callable[[], Any]) -> Any:
-        """The saved head, rebuilt as ``new_head()`` with the saved parameters and fitted arrays;
-        None when none was saved.  A pickled head (older versions) is refused, never loaded."""
+    def read_model(self, new_head: Callable[[], Any],
+                   others: Mapping[str, Callable[[], Any]] | None = None) -> Any:
+        """The saved head, rebuilt as ``new_head()`` (or as ``others[its class name]()``) with
+        the saved parameters and fitted arrays; None when none was saved.  A pickled head
+        (older versions) is refused, never loaded."""
         p = self.path / HEAD_FILE
         if not p.exists():
             if (self.path / LEGACY_HEAD).exists():
@@ -133,7 +135,7 @@ class LearnerDir:
         except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
             raise BackendError(f"{p}: not a learner head written by speculabel ({e}); "
                                f"delete {self.path} and fit the worker again") from e
-        return rebuild_head(p, meta, arrays, new_head)
+        return rebuild_head(p, meta, arrays, (others or {}).get(str(meta.get("class")), new_head))
 
     def write_model(self, model: Any) -> None:
         if model is None:
