@@ -287,6 +287,18 @@ def test_bench_needs_three_models(tmp_path: Path) -> None:
                   backends=b, store_path=tmp_path / "v.sqlite", progress=False)
 
 
+def test_bench_refuses_learners_only_before_any_model_loads(tmp_path: Path) -> None:
+    """The plain sweep needs two stored workers; the error names the learners, loads nothing."""
+    items, gold, _answers = make_world(4)
+
+    def loader(spec: str) -> Backend:
+        raise AssertionError(f"no model may load, got {spec}")
+
+    with pytest.raises(ValueError, match=r"two workers that do not learn.*learner:minilm"):
+        run_bench(SENTIMENT, items, gold, ["learner:minilm", "tiny", "judge"], tmp_path,
+                  loader=loader, store_path=tmp_path / "v.sqlite", progress=False)
+
+
 # ---------------------------------------------------------------- VADER worker
 
 

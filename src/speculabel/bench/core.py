@@ -92,6 +92,13 @@ def run_bench(
     stored = [s for s in specs if s not in learners]
     if len(specs) < 3:
         raise ValueError("a bench needs at least three models: two workers and a judge")
+    plain = [s for s in stored if s != judge]
+    if len(plain) < 2:
+        raise ValueError(
+            "a bench needs at least two workers that do not learn (an LLM, vader, a rule) "
+            "besides the judge, for its plain rule sweep; "
+            f"got {', '.join(plain) or 'none'} (workers that learn: {', '.join(learners)})"
+        )
     if gold is not None and len(gold) != len(items):
         raise ValueError(f"{len(gold)} gold labels for {len(items)} items")
     store_path = store_path or default_votes_path()
