@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import needs
-from speculabel.adaptive.plan import AdaptiveSettings, look_due, phase, planned_looks
+from speculabel.adaptive.plan import AdaptiveSettings, level, look_due, phase, planned_looks
 from speculabel.adaptive.report import report, statement
 from speculabel.adaptive.run import AdaptiveCascade
 from speculabel.adaptive.state import AdaptiveState
@@ -88,8 +88,18 @@ def test_plan_is_a_function_of_settings_and_item() -> None:
     assert phase(s, 5, "k") == phase(s, 5, "k") and phase(s, 5, "k").startswith("warmup")
     later = [phase(s, 500, f"k{i}") for i in range(2000)]
     assert 0.07 < later.count("audit") / 2000 < 0.13 and set(later) == {"audit", "run"}
-    assert planned_looks(s, 1000) == 1 + 5 and look_due(s, 99) is None
+    assert planned_looks(s, 1000) == 5 and look_due(s, 99) is None  # at 100, 300, ..., 900
     assert look_due(s, 100) == 1 and look_due(s, 299) == 1 and look_due(s, 300) == 2
+
+
+def test_delta_is_spent_over_the_planned_looks_by_the_items_left() -> None:
+    """The levels sum to delta (the union bound), fall look by look, and a look with no item
+    left after it is not planned (its level is 0)."""
+    s = AdaptiveSettings(delta=0.1, warmup=200, recertify_every=500)
+    levels = [level(s, 1000, k) for k in (1, 2, 3)]
+    assert levels[2] == 0.0 and abs(sum(levels) - 0.1) < 1e-12
+    assert abs(levels[0] - 0.1 * 800 / 1100) < 1e-12 and levels[0] > levels[1] > 0
+    assert level(s, 150, 1) == 0.1 and planned_looks(s, 150) == 1
 
 
 def test_an_adaptive_run_learns_certifies_and_saves_judge_calls(tmp_path: Path) -> None:

@@ -16,9 +16,13 @@ escalated), the candidate is scored on every audited item so far, and the confid
 threshold is certified on them with the exact binomial test of :mod:`speculabel.certify` for the
 run's scope and target.
 
-The check is repeated during the run, so each look is tested at ``delta / K``, where ``K`` is the
-number of looks planned from the input size before the run starts (a union bound: every
-certificate issued during the run holds at once with probability at least ``1 - delta``).  The
+The check is repeated during the run, so delta is spent over the ``K`` looks planned from the
+input size before the run starts (a union bound: every certificate issued during the run holds
+at once with probability at least ``1 - delta``).  Look ``k`` at position ``p_k`` gets
+``delta * (N - p_k) / sum_j (N - p_j)``: its share of the items still to come, so the first look,
+whose certificate serves most of the input, is tested at the loosest level (on 1,000 items with
+the default warm-up and spacing: 0.073 and 0.027 of a delta of 0.1, where an even split gave
+each 0.05).  A look is planned only where items remain after it.  The
 threshold moves only when a look certifies it: a candidate that fails is dropped and the workers
 keep the state the last certificate was issued for.  Items processed under a certified state
 have, in expectation over the random order, agreement at least the target (scope ``dataset``:
@@ -29,14 +33,14 @@ items before the first certificate all go to the judge.
 from __future__ import annotations
 
 import hashlib
-import math
 from typing import Literal
 
 import numpy as np
 
 from speculabel.cascade.config import AdaptiveSettings
 
-__all__ = ["AdaptiveSettings", "Phase", "level", "look_due", "order", "phase", "planned_looks", "uniform"]
+__all__ = ["AdaptiveSettings", "Phase", "level", "look_due", "look_positions", "order", "phase",
+           "planned_looks", "uniform"]
 
 Phase = Literal["warmup-train", "warmup-audit", "audit", "run"]
 
@@ -60,11 +64,15 @@ def phase(s: AdaptiveSettings, position: int, key: str) -> Phase:
     return "audit" if u < s.audit_rate else "run"
 
 
+def look_positions(s: AdaptiveSettings, n_items: int) -> list[int]:
+    """Where the looks fall (items processed before each): at the end of the warm-up, then every
+    ``recertify_every`` items, as long as items remain after the look."""
+    return list(range(s.warmup, n_items, s.recertify_every))
+
+
 def planned_looks(s: AdaptiveSettings, n_items: int) -> int:
-    """Looks planned for ``n_items``: at the end of the warm-up, then every
-    ``recertify_every`` items."""
-    after = max(0, n_items - s.warmup)
-    return 1 + math.ceil(after / s.recertify_every) if n_items >= s.warmup else 1
+    """Looks planned for ``n_items`` (at least one, so that a level is always defined)."""
+    return max(1, len(look_positions(s, n_items)))
 
 
 def look_due(s: AdaptiveSettings, processed: int) -> int | None:
@@ -74,6 +82,13 @@ def look_due(s: AdaptiveSettings, processed: int) -> int | None:
     return 1 + (processed - s.warmup) // s.recertify_every
 
 
-def level(s: AdaptiveSettings, n_items: int) -> float:
-    """Each look's test level: ``delta`` split evenly over the planned looks."""
-    return s.delta / planned_looks(s, n_items)
+def level(s: AdaptiveSettings, n_items: int, look: int = 1) -> float:
+    """Look ``look``'s test level: its share of delta, by the items still to come after it;
+    0 for a look that is not planned (no item remains to decide)."""
+    pos = look_positions(s, n_items)
+    if not pos:
+        return s.delta if look == 1 else 0.0
+    if not 1 <= look <= len(pos):
+        return 0.0
+    left = [n_items - p for p in pos]
+    return s.delta * left[look - 1] / sum(left)

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from speculabel.adaptive.plan import planned_looks
+from speculabel.adaptive.plan import level, planned_looks
 from speculabel.adaptive.state import AdaptiveState
 from speculabel.records import Record
 
@@ -25,8 +25,9 @@ def statement(state: AdaptiveState) -> str:
     what = ("whole-data-set agreement with the judge" if s.scope == "dataset"
             else "agreement with the judge on the items the workers decided")
     done = len(state.looks)
-    looks = (f"each of the {k} planned looks tested at {s.delta:g}/{k}" if done == k else
-             f"{done} of {k} planned looks done, each tested at {s.delta:g}/{k}")
+    split = ", ".join(f"{level(s, state.n_items, i + 1):.3g}" for i in range(k))
+    looks = (f"{done} of {k} planned looks done; delta {s.delta:g} spent over them by the items "
+             f"left after each: {split}")
     return (f"{what} >= {s.target:g} with probability >= {1 - s.delta:g} ({looks}; "
             f"audit n = {n_audit})")
 

@@ -86,8 +86,9 @@ class AdaptiveCascade:
 
     def _catch_up(self, processed: int) -> None:
         due = look_due(self.settings, processed)
-        if due is not None and due > self.state.last_look:
-            self.look(due, processed)
+        if due is not None and due > self.state.last_look and level(
+                self.settings, self.state.n_items, due) > 0:
+            self.look(due, processed)  # a look with no item left to decide is not planned
 
     def _batch(self, batch: list[tuple[int, Item]]) -> Iterator[Record]:
         """One batch through the one decide core: the rule in force (a confident majority at
@@ -179,7 +180,7 @@ class AdaptiveCascade:
         votes = [list(v) for v in zip(*columns, strict=True)] if items else []
         scores, labels_ = policy_scores(ConfidentMajority(0.0), votes, len(self.workers))
         agree = agreement_flags(labels_, [r.judge for r in rows])
-        lvl = level(s, self.state.n_items)
+        lvl = level(s, self.state.n_items, k)
         res = calibrate_threshold(scores, agree, s.target, lvl, scope=s.scope)
         train_n = max((lw.n_labels for lw in self.learners), default=0)
         lk = Look(k, processed, len(rows), train_n, lvl, res.feasible, res.threshold,
