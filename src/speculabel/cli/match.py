@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from speculabel.cli.common import EXIT_INTERRUPTED, IdOpt, QuietOpt, csv_list, echo_note, fail
+from speculabel.match.grouping import DEFAULT_GROUPING
 from speculabel.match.run import DEFAULT_FLOOR, DEFAULT_K
 
 
@@ -57,6 +58,11 @@ def match(
         help="The judge decides at most this share of the candidate pairs (pairs of tickets "
              "without a match first, then the likeliest); the rest the workers leave are not "
              "asked [default: the certificate's, else no limit].")] = None,
+    grouping: Annotated[str, typer.Option(
+        help="How matches become duplicate groups: cohesive (two groups merge only when "
+             "their matches are a large enough share of the smaller one's, pairs decided not "
+             "similar counting against: a lone wrong match does not chain two groups) or "
+             "components (every chain of matches is one group).")] = DEFAULT_GROUPING,
     search: Annotated[str, typer.Option(
         help="Nearest-neighbour search: auto (exact numpy up to 20,000 tickets, else usearch "
              "HNSW when installed), exact, usearch.")] = "auto",
@@ -84,7 +90,7 @@ def match(
     duplicate group.
 
     Candidate pairs are each ticket's --k nearest neighbours (MiniLM cosine >= --floor); the
-    similar-ticket cascade decides them; accepted matches are grouped by union-find. At the end
+    similar-ticket cascade decides them; accepted matches are grouped (--grouping). At the end
     the run states how many candidate pairs there were, how many the judge decided, and what is
     guaranteed about the reported matches (when the config carries a certificate). Exit status:
     0 done, 2 bad input or settings (nothing loaded or written), 3 pairs left undecided (judge
@@ -107,7 +113,8 @@ def match(
         cert: dict[str, Any] = found if isinstance(found, dict) else {}
         if judge_budget is None and cert.get("judge_budget") is not None:
             judge_budget = float(cert["judge_budget"])
-        settings = MatchSettings(k=k, floor=floor, engine=search, judge_budget=judge_budget)
+        settings = MatchSettings(k=k, floor=floor, engine=search, judge_budget=judge_budget,
+                                 grouping=grouping)
         settings.check()
         data.setdefault("task", "similar-ticket")
         flags = {"workers": csv_list(workers, "--workers"), "judge": judge, "policy": policy,

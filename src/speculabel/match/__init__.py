@@ -1,5 +1,6 @@
 """Find the similar tickets in a queue: candidate pairs by embedding, decided by the cascade,
-grouped by union-find (``speculabel match``; ``speculabel.match(...)`` from Python)."""
+grouped into cohesive groups or by union-find (``speculabel match``; ``speculabel.match(...)``
+from Python)."""
 
 from speculabel.match.api import match
 from speculabel.match.certify import MatchCertificate, certify_matches

@@ -13,6 +13,7 @@ from typing import Any
 
 from speculabel.errors import SpeculabelError
 from speculabel.io.tables import RowError
+from speculabel.match.grouping import DEFAULT_GROUPING
 from speculabel.match.run import DEFAULT_FLOOR, DEFAULT_K, MatchResult, MatchSettings, Progress
 from speculabel.records import Item
 
@@ -56,6 +57,7 @@ def match(
     k: int = DEFAULT_K,
     floor: float = DEFAULT_FLOOR,
     judge_budget: float | None = None,
+    grouping: str = DEFAULT_GROUPING,
     cascade: Any = None,
     certificate: Any = None,
     config: str | Path | None = None,
@@ -71,6 +73,10 @@ def match(
     cascade.toml) or from ``workers`` / ``judge`` (the similar-ticket defaults).
     ``judge_budget``: the judge decides at most this share of the candidate pairs (those of
     tickets without a match first); the rest of what the workers leave is not asked.
+    ``grouping``: how matches become groups, ``"cohesive"`` (two groups merge only when their
+    matches are a large enough share of the smaller one's, pairs decided not similar counting
+    against: a lone wrong match does not chain two groups) or ``"components"`` (every chain of
+    matches is one group).
     ``certificate``: what ``cascade`` is certified for (a :class:`MatchCertificate`, or its
     ``to_json()``), stated in ``result.statement``; a config's own is read from it.  ``output``:
     also write the results there (resumable, like the CLI).  ``result.records``: one dict per
@@ -81,7 +87,7 @@ def match(
     from speculabel.match.run import run_match
     from speculabel.match.statement import statement
 
-    settings = MatchSettings(k=k, floor=floor, judge_budget=judge_budget)
+    settings = MatchSettings(k=k, floor=floor, judge_budget=judge_budget, grouping=grouping)
     try:
         settings.check()
     except ValueError as e:
@@ -94,7 +100,7 @@ def match(
     if built:
         cfg = _config(config, workers, judge)
         if judge_budget is None and cfg.certificate.get("judge_budget") is not None:
-            settings = MatchSettings(k=k, floor=floor,
+            settings = MatchSettings(k=k, floor=floor, grouping=grouping,
                                      judge_budget=float(cfg.certificate["judge_budget"]))
         cascade = build_match_cascade(cfg, certified_rule(cfg, None))
     out = None

@@ -154,10 +154,13 @@ def fitted_workers(q: Queue, embed: Memo, names: Sequence[str]) -> list[Any]:
 
 
 def scores(q: Queue, records: Sequence[dict[str, Any]], pairs: Sequence[Pair]) -> dict[str, Any]:
-    """Precision, candidate recall, tickets-with-a-duplicate that get one, ARI."""
+    """Precision, candidate recall, tickets-with-a-duplicate that get one, ARI of the groups
+    and (``ari_components``) of the connected components of the same matches, for comparison."""
     from collections import Counter
 
     from sklearn.metrics import adjusted_rand_score
+
+    from speculabel.match.grouping import groups
 
     count = Counter(q.intents)
     has_dup = [count[c] > 1 for c in q.intents]
@@ -178,6 +181,8 @@ def scores(q: Queue, records: Sequence[dict[str, Any]], pairs: Sequence[Pair]) -
         "dup_tickets_matched_right": sum(g for g, d in zip(got_right, has_dup, strict=True)
                                          if d) / n_dup,
         "ari": float(adjusted_rand_score(q.intents, [r["group"] for r in records])),
+        "ari_components": float(adjusted_rand_score(
+            q.intents, groups([r["id"] for r in records], reported))),
     }
 
 
@@ -295,7 +300,8 @@ def bench(data_dir: Path, *, n: int = 1000, grid_k: Sequence[int] = GRID_K,
                     tuning.append(row)
                     log(f"tune {names} k={k} floor={floor} reject={reject}: precision "
                         f"{row['precision']:.3f}, matched {row['dup_tickets_matched']:.3f}, "
-                        f"judge {row['judge_share']:.3f}, ARI {row['ari']:.3f}, threshold "
+                        f"judge {row['judge_share']:.3f}, ARI {row['ari']:.3f} (components "
+                        f"{row['ari_components']:.3f}), threshold "
                         f"{cert.threshold}")
     chosen = choose(tuning, target)
     names = ",".join(chosen["workers"])
@@ -329,7 +335,7 @@ def bench(data_dir: Path, *, n: int = 1000, grid_k: Sequence[int] = GRID_K,
 def table(report: dict[str, Any]) -> str:
     """The held-out rows as a Markdown table."""
     cols = ("precision", "candidate_recall", "dup_tickets_matched", "dup_tickets_matched_right",
-            "ari", "judge_share", "candidate_pairs", "judge_calls", "wall_s", "est_s_real_judge")
+            "ari", "ari_components", "judge_share", "candidate_pairs", "judge_calls", "wall_s", "est_s_real_judge")
     head = "| what | " + " | ".join(cols) + " |\n|" + "---|" * (len(cols) + 1) + "\n"
     rows = [*((f"match, chosen defaults, certified ({r['queue']})", r)
               for r in report["held_out"]),

@@ -11,7 +11,9 @@ Stages (each reports progress through ``progress(stage, done, total)``):
 3. ``pairs``: the cascade (:meth:`speculabel.cascade.Cascade.classify_iter`) decides every
    candidate pair not decided yet, the one place where pairs are decided; each decision is
    journalled as it comes (:class:`speculabel.match.output.MatchOutput`);
-4. ``groups``: union-find over the pairs labelled ``similar``; one record per queue ticket.
+4. ``groups``: the pairs labelled ``similar`` grouped (cohesive groups by default, pairs
+   decided not similar counting against a merge: :mod:`speculabel.match.grouping`); one record
+   per queue ticket.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from speculabel.io.tables import RowError
-from speculabel.match.grouping import UnionFind, groups
+from speculabel.match.budget import budgeted
+from speculabel.match.grouping import DEFAULT_GROUPING, GROUPINGS, grouped
 from speculabel.match.output import RETRYABLE, MatchOutput
 from speculabel.records import Item, Record
 
@@ -50,6 +53,8 @@ class MatchSettings:
     engine: str = "auto"  # nearest-neighbour search: auto | exact | usearch
     #: the judge's share of the candidate pairs at most (None: every pair the workers leave)
     judge_budget: float | None = None
+    #: how matches become groups: cohesive | components (:mod:`speculabel.match.grouping`)
+    grouping: str = DEFAULT_GROUPING
 
     def check(self) -> None:
         if self.judge_budget is not None and not 0.0 <= self.judge_budget <= 1.0:
@@ -61,10 +66,14 @@ class MatchSettings:
             raise ValueError(f"--floor is a cosine, between -1 and 1; got {self.floor:g}")
         if self.engine not in ("auto", "exact", "usearch"):
             raise ValueError(f"search engine must be auto, exact or usearch, got {self.engine!r}")
+        if self.grouping not in GROUPINGS:
+            raise ValueError(f"--grouping must be one of {', '.join(GROUPINGS)}, got "
+                             f"{self.grouping!r}")
 
     def to_json(self) -> dict[str, Any]:
         return {"k": self.k, "floor": self.floor, "label": self.label,
-                "search": self.engine, "judge_budget": self.judge_budget}
+                "search": self.engine, "judge_budget": self.judge_budget,
+                "grouping": self.grouping}
 
 
 @dataclass
@@ -262,7 +271,7 @@ def run_match(
 
     t0 = time.perf_counter()
     pairs = [decided[k] for k in keys if k in decided]
-    good = iter(_group(ids, past_ids, cands, keys, decided, s.label, stats))
+    good = iter(_group(ids, past_ids, cands, keys, decided, s, stats))
     records = [next(good) if isinstance(e, Item) else bad_record(e) for e in entries]
     if output is not None and not stats.pending:  # pending pairs: the groups are not final
         output.write_tickets(records)
@@ -272,81 +281,14 @@ def run_match(
     return MatchResult(records, pairs, stats)
 
 
-def budgeted(cascade: Any, todo: Sequence[int], items: Sequence[Item], cands: Sequence[Pair],
-             keys: Sequence[str], decided: dict[str, dict[str, Any]],
-             keep: Callable[[int, Record | None], None], budget: int, label: str) -> None:
-    """The pair stage with at most ``budget`` judge calls in all (earlier runs' included).
-
-    First the workers alone (the cascade without its judge): what they decide is kept; then
-    the pairs they leave go to the judge a batch at a time, re-ranked after each: pairs already
-    inside one group last (an answer changes nothing), pairs of tickets without a match first,
-    then by the workers' probability of a match, until the budget is spent; the rest are kept
-    as ``over_budget`` (``keep(i, None)``: no match reported, never asked)."""
-    judge = cascade.judge
-    escalated: list[tuple[int, Record]] = []
-    cascade.judge = None
-    try:
-        for rec in cascade.classify_iter(items):
-            if rec.error_kind == "no_judge" and rec.judge_vote is None:
-                escalated.append((todo[rec.position], rec))
-            else:
-                keep(todo[rec.position], rec)
-    finally:
-        cascade.judge = judge
-    n_queue = 1 + max((x for p in cands for x in (p.a, -1 if p.past else p.b)), default=0)
-    n_past = 1 + max((p.b for p in cands if p.past), default=0)
-    uf = UnionFind(n_queue + n_past)
-
-    def node(p: Pair) -> tuple[int, int]:
-        return p.a, (n_queue + p.b if p.past else p.b)
-
-    matched: set[int] = set()
-
-    def join(p: Pair) -> None:
-        a, b = node(p)
-        matched.update((a, b))
-        uf.union(a, b)
-
-    for p, k in zip(cands, keys, strict=True):
-        e = decided.get(k)
-        if e is not None and e.get("label") == label:
-            join(p)
-    spent = sum(1 for e in decided.values() if e.get("decided_by") == "judge")
-
-    def rank(x: tuple[int, Record]) -> tuple[bool, bool, float]:
-        """Pairs that can change nothing (already in one group) last; then pairs of tickets
-        that have no match yet first; then the likeliest match."""
-        a, b = node(cands[x[0]])
-        return (uf.find(a) == uf.find(b), a in matched and b in matched,
-                -_p_match(x[1], label))
-
-    by_pos = {i: n for n, i in enumerate(todo)}
-    left = budget - spent if judge is not None else 0
-    step = max(1, int(getattr(cascade, "batch_size", 8)))
-    while escalated and left > 0:  # a batch at a time: each answer re-ranks the rest
-        escalated.sort(key=rank)
-        ask, escalated = escalated[:min(step, left)], escalated[min(step, left):]
-        left -= len(ask)
-        for rec in cascade.classify_iter([items[by_pos[i]] for i, _ in ask]):
-            i = ask[rec.position][0]
-            keep(i, rec)
-            if rec.label == label:
-                join(cands[i])
-    for i, _ in escalated:
-        keep(i, None)
-
-
-def _p_match(rec: Record, label: str) -> float:
-    answered = [v for v in rec.votes if v.label is not None]
-    return sum(v.probs.get(label, 0.0) for v in answered) / len(answered) if answered else 0.0
-
-
 def _group(ids: Sequence[str], past_ids: Sequence[str], cands: Sequence[Pair],
-           keys: Sequence[str], decided: dict[str, dict[str, Any]], label: str,
+           keys: Sequence[str], decided: dict[str, dict[str, Any]], s: MatchSettings,
            stats: MatchStats) -> list[dict[str, Any]]:
+    """The ticket records: matches from the decided pairs, groups by ``s.grouping`` (a match
+    weighs its ``p``, a non-match ``1 - p``; without a ``p``, fully)."""
     n = len(ids)
     matches: list[list[dict[str, Any]]] = [[] for _ in ids]
-    edges = []
+    edges, non_edges = [], []
     for p, k in zip(cands, keys, strict=True):
         e = decided.get(k)
         if e is None:
@@ -364,20 +306,22 @@ def _group(ids: Sequence[str], past_ids: Sequence[str], cands: Sequence[Pair],
             stats.decided_by_workers += 1
         elif e["decided_by"] == "judge":
             stats.judge_calls += 1
-        if e["label"] != label:
+        pp = None if e["p"] is None else float(e["p"])
+        b = n + p.b if p.past else p.b
+        if e["label"] != s.label:
+            non_edges.append((p.a, b, 1.0 if pp is None else 1.0 - pp))
             continue
         stats.matches += 1
         stats.matches_by_workers += e["decided_by"] == "workers"
         stats.matches_by_judge += e["decided_by"] == "judge"
-        b = n + p.b if p.past else p.b
-        edges.append((p.a, b))
+        edges.append((p.a, b, 1.0 if pp is None else pp))
         m = {"p": e["p"], "decided_by": e["decided_by"], "cosine": p.cosine}
         if p.past:
             matches[p.a].append({"id": past_ids[p.b], "past": True, **m})
         else:
             matches[p.a].append({"id": ids[p.b], **m})
             matches[p.b].append({"id": ids[p.a], **m})
-    names = groups([*ids, *(f"past:{i}" for i in past_ids)], edges)
+    names = grouped([*ids, *(f"past:{i}" for i in past_ids)], edges, s.grouping, non_edges)
     out = []
     for i, tid in enumerate(ids):
         ms = sorted(matches[i], key=lambda m: (-(m["p"] or 0.0), -m["cosine"], str(m["id"])))
