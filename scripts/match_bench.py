@@ -19,7 +19,10 @@ def main() -> None:
                     help="the banking77 folder [default: the shared data's banking77]")
     ap.add_argument("--out", type=Path, default=Path("bench-out/match.json"))
     ap.add_argument("--n", type=int, default=1000, help="tickets per queue")
-    ap.add_argument("--target", type=float, default=bench.TARGET)
+    ap.add_argument("--target", type=float, default=bench.TARGET,
+                    help="precision the chosen settings must reach on the tune queue")
+    ap.add_argument("--certify-target", type=float, default=bench.CERTIFY_TARGET,
+                    help="precision the workers' matches are certified for")
     ap.add_argument("--delta", type=float, default=0.1)
     ap.add_argument("--k-grid", default=",".join(map(str, bench.GRID_K)))
     ap.add_argument("--floor-grid", default=",".join(map(str, bench.GRID_FLOOR)))
@@ -36,7 +39,7 @@ def main() -> None:
                          grid_floor=[float(x) for x in a.floor_grid.split(",")],
                          grid_reject=[float(x) for x in a.reject_grid.split(",")],
                          grid_workers=a.workers_grid.split(";"), budget=a.judge_budget,
-                         target=a.target, delta=a.delta, embed_cache=a.embed_cache,
+                         target=a.target, certify_target=a.certify_target, delta=a.delta, embed_cache=a.embed_cache,
                          out_config=a.out.with_suffix(".toml"))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(report, indent=1))

@@ -14,6 +14,12 @@ The split was fixed before any tuning and is never changed by it:
   the chosen settings and the baselines; nothing is chosen on it;
 * ``held-out-2``: 1,000 other tickets of ``train.csv`` (seed 3), added after the judge-budget
   ranking was changed (pairs already inside one group last) once ``held-out`` had been seen.
+* ``held-out-3``: 1,000 other tickets of ``train.csv`` (seed 4), added when the certified
+  precision was raised from the goal (0.93) to 0.95 after both held-out queues had missed the
+  goal by 0.4 to 1.4 points (the certificate is about pairs drawn like the tune queue's, from
+  ``test.csv``; the held-out queues come from ``train.csv``, whose intents are unevenly
+  represented, and pairs of one queue share tickets, so queue-to-queue variation exceeds what
+  the per-pair bound assumes).
 
 The judge is an LLM (qwen2.5-1.5b, about 1 s a pair on 2 cores); here **gold stands in for the
 judge** (a judge that is always right), so judge-decided matches are exact and the numbers are
@@ -48,7 +54,11 @@ BUDGET = 0.10
 #: seconds per judge call of qwen2.5-1.5b on a quiet 2-core VM (README, similar-ticket bench)
 JUDGE_S = 0.916
 TIME_GOAL_S = 600.0
-TARGET = 0.93
+TARGET = 0.93  # the goal: precision of the reported matches on a queue not tuned on
+#: the precision the workers' matches are certified for: above the goal, for the variation
+#: from queue to queue (see ``held-out-3`` in the module docstring)
+CERTIFY_TARGET = 0.95
+HELD_OUT = ("held-out", "held-out-2", "held-out-3")
 
 
 @dataclass
@@ -81,9 +91,11 @@ def queues(data_dir: Path, n: int = 1000) -> dict[str, Queue]:
     held = random.Random(0).sample(train, n)
     seen = set(held)
     held2 = random.Random(3).sample([r for r in train if r not in seen], n)
+    seen |= set(held2)
+    held3 = random.Random(4).sample([r for r in train if r not in seen], n)
     return {name: Queue(name, [t for t, _ in q], [c for _, c in q])
             for name, q in (("fit", fit), ("tune", tune), ("held-out", held),
-                            ("held-out-2", held2))}
+                            ("held-out-2", held2), ("held-out-3", held3))}
 
 
 class Memo:
@@ -264,10 +276,12 @@ def choose(rows: Sequence[dict[str, Any]], target: float = TARGET) -> dict[str, 
 def bench(data_dir: Path, *, n: int = 1000, grid_k: Sequence[int] = GRID_K,
           grid_floor: Sequence[float] = GRID_FLOOR, grid_reject: Sequence[float] = GRID_REJECT,
           grid_workers: Sequence[str] = GRID_WORKERS, budget: float = BUDGET,
-          target: float = TARGET, delta: float = 0.1, embed_cache: Path | None = None,
-          out_config: Path | None = None, log: Any = print) -> dict[str, Any]:
-    """Tune on the tune queue, then report the chosen settings and both baselines on the
-    held-out queue (see the module docstring)."""
+          target: float = TARGET, certify_target: float = CERTIFY_TARGET, delta: float = 0.1,
+          embed_cache: Path | None = None, out_config: Path | None = None,
+          log: Any = print) -> dict[str, Any]:
+    """Tune on the tune queue (the workers' matches certified at ``certify_target``; settings
+    chosen by precision >= ``target`` there), then report the chosen settings and both
+    baselines on the held-out queues (see the module docstring)."""
     from speculabel.match.certify import certify_matches
     from speculabel.tasks import load_task
 
@@ -285,7 +299,7 @@ def bench(data_dir: Path, *, n: int = 1000, grid_k: Sequence[int] = GRID_K,
         workers = fitted_workers(qs["fit"], embed, names.split(","))
         items, gold = pair_items(qs["tune"], candidate_pairs(embed(qs["tune"].texts), None, k,
                                                              floor))
-        cert = certify_matches(task, workers, items, gold, target=target, delta=delta)
+        cert = certify_matches(task, workers, items, gold, target=certify_target, delta=delta)
         return cert, time.perf_counter() - t
 
     tuning = []
@@ -308,7 +322,7 @@ def bench(data_dir: Path, *, n: int = 1000, grid_k: Sequence[int] = GRID_K,
     k, floor, reject = int(chosen["k"]), float(chosen["floor"]), float(chosen["reject"])
     cert, fit_s = certified(names, k, floor)
     rows, baselines = [], []
-    for name in ("held-out", "held-out-2"):
+    for name in HELD_OUT:
         held = qs[name]
         fresh = Memo()  # the held-out queue is embedded inside the timed run
         row = run_queue(held, cert.cascade(judge, reject), fresh, k, floor, reject, budget)
@@ -320,10 +334,12 @@ def bench(data_dir: Path, *, n: int = 1000, grid_k: Sequence[int] = GRID_K,
         cert.save(out_config, judge="qwen2.5-1.5b", reject=reject, judge_budget=budget)
     return {
         "split": "fit: 1,000 of test.csv (seed 1); tune: 1,000 other tickets of test.csv "
-                 "(seed 2); held-out: 1,000 of train.csv (seed 0), held-out-2: 1,000 other "
-                 "tickets of train.csv (seed 3), used only for the report",
+                 "(seed 2); held-out: 1,000 of train.csv (seed 0), held-out-2 and held-out-3: "
+                 "1,000 other tickets of train.csv each (seeds 3 and 4), used only for the "
+                 "report",
         "judge": "gold stands in for the judge (always right)",
-        "target": target, "delta": delta, "judge_budget": budget,
+        "target": target, "certify_target": certify_target, "delta": delta,
+        "judge_budget": budget,
         "certificate": cert.to_json(),
         "tuning": tuning,
         "chosen": {"workers": names, "k": k, "floor": floor, "reject": reject},
