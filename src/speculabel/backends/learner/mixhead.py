@@ -13,6 +13,10 @@ The neighbour vote weighs each fitted example by ``exp((cos - max cos) / tempera
 embeddings are unit length, so a dot product is the cosine): a low temperature is a vote of the
 very nearest few.  All fitted state is plain arrays (``coef_``, ``intercept_``, ``classes_``,
 ``memory_``, ``memory_y_``), so :mod:`.persist` stores it without pickling.
+
+``gate="acceptor"``: the top probability is replaced by a small acceptor's estimate that the
+label is right (:mod:`.gate`; its arrays ``gate_*_`` are stored with the head).  A head saved
+without them (older versions, or ``gate="none"``) gives the plain mixture.
 """
 
 from __future__ import annotations
@@ -42,12 +46,13 @@ class MixedHead(ClassifierMixin, BaseEstimator):
     ``knn_weight`` at ``temperature`` (see the module docstring)."""
 
     def __init__(self, C: float = 1.0, class_weight: str | None = None, max_iter: int = 2000,
-                 knn_weight: float = 0.0, temperature: float = 0.05) -> None:
+                 knn_weight: float = 0.0, temperature: float = 0.05, gate: str = "none") -> None:
         self.C = C
         self.class_weight = class_weight
         self.max_iter = max_iter
         self.knn_weight = knn_weight
         self.temperature = temperature
+        self.gate = gate
 
     def fit(self, x: np.ndarray, y: Any) -> MixedHead:
         from sklearn.linear_model import LogisticRegression
@@ -58,11 +63,21 @@ class MixedHead(ClassifierMixin, BaseEstimator):
         self.coef_ = lr.coef_
         self.intercept_ = lr.intercept_
         self.classes_ = lr.classes_
-        keep = self.knn_weight > 0
+        keep = self.knn_weight > 0 or self.gate == "acceptor"  # the gate's features need it
         self.memory_ = np.asarray(x, dtype=np.float32) if keep else np.zeros((0, x.shape[1]),
                                                                              np.float32)
         self.memory_y_ = (np.searchsorted(self.classes_, y) if keep
                           else np.zeros(0, dtype=np.int64))
+        for name in [k for k in vars(self) if k.startswith("gate_")]:
+            delattr(self, name)  # a refit drops the last fit's acceptor
+        if self.gate == "acceptor":
+            from speculabel.backends.learner.gate import fit_gate
+
+            arrays = fit_gate(np.asarray(x), y, C=self.C, class_weight=self.class_weight,
+                              max_iter=self.max_iter, knn_weight=self.knn_weight,
+                              temperature=self.temperature, init=(lr.coef_, lr.intercept_))
+            for name, value in (arrays or {}).items():
+                setattr(self, name, value)
         return self
 
     def linear_proba(self, x: np.ndarray) -> np.ndarray:
@@ -76,12 +91,21 @@ class MixedHead(ClassifierMixin, BaseEstimator):
         return e / e.sum(axis=1, keepdims=True)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        p = self.linear_proba(x)
-        if self.knn_weight > 0 and len(self.memory_):
-            vote = kernel_vote(self.memory_, self.memory_y_, len(self.classes_), x,
-                               self.temperature)
-            p = (1.0 - self.knn_weight) * p + self.knn_weight * vote
-        return p
+        """The mixture; with a fitted acceptor, its top entry is the acceptor's score."""
+        plin = self.linear_proba(x)
+        if not len(self.memory_):
+            return plin
+        vote = kernel_vote(self.memory_, self.memory_y_, len(self.classes_), x,
+                           self.temperature)
+        p = (1.0 - self.knn_weight) * plin + self.knn_weight * vote if self.knn_weight > 0 \
+            else plin
+        if getattr(self, "gate_coef_", None) is None:
+            return p
+        from speculabel.backends.learner.gate import gate_features, gate_score, gated
+
+        f = gate_features(p, plin, vote, x, self.memory_, self.memory_y_)
+        return gated(p, gate_score(f, self.gate_mean_, self.gate_scale_, self.gate_coef_,
+                                   self.gate_intercept_))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.classes_[self.predict_proba(x).argmax(axis=1)]
