@@ -112,8 +112,9 @@ def test_no_acceptor_when_every_answer_is_right_or_too_few_labels() -> None:
 
 
 def test_auto_gates_many_label_tasks_only() -> None:
-    assert _learner().gate_now() == "acceptor"
-    few = LearnerBackend(embedder=embed)
+    assert _learner(gate="auto").gate_now() == "acceptor"
+    assert _learner().gate_now() == "none"  # opt-in: the default is the top probability
+    few = LearnerBackend(embedder=embed, gate="auto")
     few.check_task(SENTIMENT)
     assert few.gate_now() == "none"
     assert _learner(gate="none").gate_now() == "none"
@@ -123,7 +124,7 @@ def test_auto_gates_many_label_tasks_only() -> None:
 
 def test_a_gated_head_round_trips(tmp_path: Path) -> None:
     folder = tmp_path / "lrn"
-    lrn = _learner(folder)
+    lrn = _learner(folder, gate="acceptor")
     lrn.fit(TEXTS, Y)
     lrn.close()
     assert lrn._model.gate == "acceptor" and lrn._model.gate_coef_.shape == (15,)
@@ -148,6 +149,6 @@ def test_a_mixed_head_saved_before_the_gate_still_loads_ungated(tmp_path: Path) 
     meta["params"].pop("gate")
     payload = {"__meta__": np.array(__import__("json").dumps(meta)), **arrays}
     np.savez(folder / persist.HEAD_FILE, **payload)
-    again = LearnerBackend(embedder=embed, directory=folder)  # gate "auto": acceptor for new fits
+    again = LearnerBackend(embedder=embed, directory=folder, gate="auto")  # acceptor for new fits
     assert again.gate_now() == "acceptor"
     assert np.array_equal(again.predict_proba(PROBE), plain)
