@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-fast lint typecheck imports bench-sentiment bench-tickets bench-stream bench-bargain bench-adaptive bench-buying bench-tracer bench-serve bench-memory bench-workers clean
+.PHONY: setup demo test test-fast lint typecheck imports bench-sentiment bench-tickets bench-stream bench-bargain bench-adaptive bench-buying bench-tracer bench-serve bench-memory bench-workers bench-workers-pairs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -121,6 +121,11 @@ WORKER_ARGS ?=
 bench-workers:
 	$(PYBIN) -m pip install -q -e ".[embed-mpnet]"
 	$(PYBIN) scripts/worker_bench.py --out bench-out/workers/sentiment.json $(WORKER_ARGS)
+
+# Banking77 "similar ticket" pairs, gold reference: frozen and fine-tuned pair learners
+bench-workers-pairs:
+	$(PYBIN) scripts/worker_bench.py --task pairs --fit-n 1000 --eval-n 800 --torch-threads 1 \
+		--out bench-out/workers/pairs.json $(WORKER_ARGS)
 
 bench-serve:
 	$(PYBIN) scripts/bench_serve.py --out bench-out/serve.json $(SERVE_ARGS)

@@ -9,8 +9,10 @@ the judge (:mod:`speculabel.bench.finite`).  Writes JSON and prints a Markdown t
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from speculabel.bench.finite import METHODS, bench_input, table
 from speculabel.bench.inputs import run_inputs
@@ -26,11 +28,23 @@ def main() -> int:
     ap.add_argument("--method", action="append", choices=METHODS, default=None)
     ap.add_argument("--out", type=Path, default=Path("bench-out/adaptive.json"))
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--learner-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="an option of the learner:minilm worker, e.g. finetune=true "
+                         "(repeatable; values read as JSON where they parse)")
     a = ap.parse_args()
+    learner: dict[str, Any] = {}
+    for opt in a.learner_option:
+        key, eq, value = opt.partition("=")
+        if not eq or not key:
+            ap.error(f"--learner-option: KEY=VALUE expected, got {opt!r}")
+        try:
+            learner[key] = json.loads(value)
+        except ValueError:
+            learner[key] = value
     try:
         rows = run_inputs(a.input, lambda src, n, say: bench_input(
             src, n, target=a.target, delta=a.delta, seeds=range(a.seeds),
-            methods=a.method or METHODS, say=say), a.out, quiet=a.quiet)
+            methods=a.method or METHODS, say=say, learner=learner), a.out, quiet=a.quiet)
     except ValueError as e:
         ap.error(str(e))
     print(table(rows))

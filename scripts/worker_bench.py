@@ -3,7 +3,9 @@
     python scripts/worker_bench.py --out bench-out/workers/sentiment.json
 
 TweetEval sentiment: each variant fitted on the first ``--fit-n`` test tweets, scored on the first
-``--eval-n`` validation tweets.  The reference is gold, or with ``--judge`` the judge's labels
+``--eval-n`` validation tweets.  ``--task pairs``: Banking77 "similar ticket" pairs, fitted on
+``--fit-n`` train pairs and scored on ``--eval-n`` test pairs, gold the reference
+(:mod:`speculabel.bench.pairworkers`).  The reference is gold, or with ``--judge`` the judge's labels
 (fit and scored against), read from the vote store ``--votes`` and computed where missing (so a
 second run, or a smaller one, calls no judge); tweets the judge abstained on are left out.
 """
@@ -23,8 +25,9 @@ def main() -> int:
 
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("bench-out/workers/sentiment.json"))
-    ap.add_argument("--variants", default=",".join(workers.VARIANTS),
-                    help=f"comma-separated, of: {', '.join(workers.VARIANTS)}")
+    ap.add_argument("--variants", default=None,
+                    help=f"comma-separated, of: {', '.join(workers.VARIANTS)} [default: all]; "
+                         "with --task pairs, of speculabel.bench.pairworkers.PAIR_VARIANTS")
     ap.add_argument("--fit-n", type=int, default=800)
     ap.add_argument("--eval-n", type=int, default=2000)
     ap.add_argument("--target", type=float, default=workers.TARGET)
@@ -40,12 +43,16 @@ def main() -> int:
     ap.add_argument("--judge-ms", type=float, default=None,
                     help="the judge's cost per item for the speedup column [default: its mean "
                          "latency in the vote store with --judge, else no speedup column]")
+    ap.add_argument("--task", choices=("sentiment", "pairs"), default="sentiment")
     a = ap.parse_args()
+    if a.task == "pairs":
+        return _pairs(a)
     if a.judge_ms is not None and not a.judge_ms > 0:
         print(f"--judge-ms: must be a positive number of milliseconds, got {a.judge_ms}",
               file=sys.stderr)
         return 2
-    variants = [v.strip() for v in a.variants.split(",") if v.strip()]
+    variants = [v.strip() for v in (a.variants or ",".join(workers.VARIANTS)).split(",")
+                if v.strip()]
     unknown = [v for v in variants if v not in workers.VARIANTS]
     if unknown:
         print(f"--variants: unknown {unknown}; known: {', '.join(workers.VARIANTS)}", file=sys.stderr)
@@ -89,6 +96,38 @@ def main() -> int:
     print(f"reference: {a.judge or 'gold'}; fit on {fit.name} ({len(fit)}), scored on "
           f"{held.name} ({len(held)}); coverage certified at whole-data agreement "
           f">= {a.target} w.p. {1 - a.delta:.2f}; report: {a.out}")
+    return 0
+
+
+def _pairs(a: argparse.Namespace) -> int:
+    """The pair side: gold-labelled Banking77 pairs, no judge."""
+    from speculabel.bench import pairworkers
+    from speculabel.io.datasets import DataMissing
+
+    if a.judge:
+        print("--task pairs: the reference is gold (no --judge)", file=sys.stderr)
+        return 2
+    variants = ([v.strip() for v in a.variants.split(",") if v.strip()] if a.variants
+                else list(pairworkers.DEFAULT_VARIANTS))
+    if a.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(a.torch_threads)
+    try:
+        report = pairworkers.bench(a.fit_n, a.eval_n, variants, target=a.target, delta=a.delta)
+    except ValueError as e:
+        print(f"--variants: {e}", file=sys.stderr)
+        return 2
+    except DataMissing as e:
+        print(f"worker bench skipped: {e}", file=sys.stderr)
+        return 0
+    out = a.out if a.out != Path("bench-out/workers/sentiment.json") else Path(
+        "bench-out/workers/pairs.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=str))
+    print(pairworkers.table(report))
+    print(f"reference: gold; fit on {report['fit']['source']} ({report['fit']['n']}), scored on "
+          f"{report['held_out']['source']} ({report['held_out']['n']}); report: {out}")
     return 0
 
 

@@ -388,8 +388,8 @@ def test_a_finetuned_learner_uses_the_tuned_encoder_only_when_it_wins_held_out(
     strong = LearnerBackend(embedder=word_embed, directory=folder, **kw).fit(texts, labels)  # type: ignore[arg-type]
     assert strong.tune_report is not None and not strong.tune_report["used"]
     assert not (folder / ftm.ENCODER_FILE).exists()
-    with pytest.raises(BackendError, match="one text"):
-        LearnerBackend(embedder=noise_embed, **kw).fit([("a b", "c d")] * 12, ["x", "y"] * 6)  # type: ignore[arg-type]
+    with pytest.raises(BackendError, match="one text or a pair"):  # pairs: test_learner_pairtune.py
+        LearnerBackend(embedder=noise_embed, **kw).fit([("a", "b", "c")] * 12, ["x", "y"] * 6)  # type: ignore[arg-type]
 
 
 def _fast(finetune: object) -> object:

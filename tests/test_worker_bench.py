@@ -116,3 +116,25 @@ def test_the_script_refuses_a_bad_judge_cost_before_loading_anything() -> None:
                          text=True, timeout=60)
     assert got.returncode == 2 and got.stderr.strip().startswith("--judge-ms")
     assert "Traceback" not in got.stderr
+
+
+def test_the_pair_bench_refuses_an_unknown_variant_and_a_judge(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from speculabel.bench import pairworkers
+
+    with pytest.raises(ValueError, match="unknown pair variant"):
+        pairworkers.bench(10, 10, ["minilm", "cross-encoder"])
+    got = subprocess.run([sys.executable, "scripts/worker_bench.py", "--task", "pairs",
+                          "--judge", "qwen2.5-1.5b", "--out", str(tmp_path / "p.json")],
+                         capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert got.returncode == 2 and "reference is gold" in got.stderr
+
+
+def test_the_adaptive_bench_gives_learner_options_to_the_learner_only() -> None:
+    needs.module("sklearn", needs.EMBED)
+    from speculabel.bench.finite import _workers
+
+    sim, lrn = _workers(["similarity:minilm", "learner:minilm"], {"finetune": True})
+    assert getattr(lrn, "finetune", None) is True and not hasattr(sim, "finetune")

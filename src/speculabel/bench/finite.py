@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,22 +47,25 @@ def gold_judge(gold: dict[str, str]) -> Backend:
     return FunctionBackend("gold", fn)
 
 
-def _workers(specs: Sequence[str]) -> list[Backend]:
+def _workers(specs: Sequence[str], learner: Mapping[str, Any] | None = None) -> list[Backend]:
+    """The workers; ``learner``: options of the ``learner:`` worker (``finetune=True``, say)."""
     from speculabel.backends.registry import load_backend
 
-    return [load_backend(s) for s in specs]
+    return [load_backend(s, **dict(learner or {})) if s.startswith("learner:") else load_backend(s)
+            for s in specs]
 
 
 def run_once(method: str, task: Task, specs: Sequence[str], items: Sequence[Item],
-             judge: Backend, settings: AdaptiveSettings) -> list[Record]:
+             judge: Backend, settings: AdaptiveSettings,
+             learner: Mapping[str, Any] | None = None) -> list[Record]:
     """One adaptive run of ``method`` over ``items``; every record."""
     if method == "rank":
-        run = FiniteRun(task, _workers(specs), judge, settings, items,
+        run = FiniteRun(task, _workers(specs, learner), judge, settings, items,
                         FiniteState(None, len(items)), batch_size=32)
         return list(run.run())
     with tempfile.TemporaryDirectory(prefix="speculabel-bench-") as tmp:
         state = AdaptiveState.open(Path(tmp) / "state", settings, len(items))
-        cascade = AdaptiveCascade(task, _workers(specs), judge, state, batch_size=32)
+        cascade = AdaptiveCascade(task, _workers(specs, learner), judge, state, batch_size=32)
         perm = order([item_key(task, it) for it in items], settings.seed)
         recs = list(cascade.run([(p, items[j]) for p, j in enumerate(perm)], 0))
         cascade.close()
@@ -71,9 +74,10 @@ def run_once(method: str, task: Task, specs: Sequence[str], items: Sequence[Item
 
 def bench_input(source: str, n_items: int, *, target: float = 0.85, delta: float = 0.1,
                 seeds: Sequence[int] = tuple(range(20)), methods: Sequence[str] = METHODS,
-                say: Callable[[str], None] = lambda m: None) -> list[dict[str, Any]]:
+                say: Callable[[str], None] = lambda m: None,
+                learner: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """One row per method: judge-call share (mean, max), realised agreement (mean, min),
-    violation rate, seconds per run."""
+    violation rate, seconds per run.  ``learner``: options of the ``learner:`` worker."""
     kind = source.partition(":")[0]
     task_name, specs = TASKS[kind]
     task = load_task(task_name)
@@ -86,7 +90,7 @@ def bench_input(source: str, n_items: int, *, target: float = 0.85, delta: float
         for seed in seeds:
             s = AdaptiveSettings(target=target, delta=delta, seed=seed, method=method)  # type: ignore[arg-type]
             t0 = time.perf_counter()
-            recs = run_once(method, task, specs, items, judge, s)
+            recs = run_once(method, task, specs, items, judge, s, learner)
             secs.append(time.perf_counter() - t0)
             if sorted(str(r.id) for r in recs) != sorted(gold):
                 raise RuntimeError(f"{method} seed {seed}: not every item exactly once")
@@ -97,6 +101,7 @@ def bench_input(source: str, n_items: int, *, target: float = 0.85, delta: float
         a = np.array(agree)
         rows.append({"input": source, "items": n_items, "method": method, "target": target,
                      "delta": delta, "seeds": len(seeds), "workers": list(specs),
+                     "learner_options": dict(learner or {}),
                      "judge_share_mean": float(np.mean(shares)),
                      "judge_share_max": float(np.max(shares)),
                      "agreement_mean": float(a.mean()), "agreement_min": float(a.min()),

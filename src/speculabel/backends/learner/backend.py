@@ -39,9 +39,12 @@ Options that help it imitate its labeller (measured by ``make bench-workers``):
 * ``temperature=true``: the logistic head's probabilities are rescaled by one temperature fitted
   on out-of-fold predictions of its fit labels (:class:`.heads.TemperedLogistic`), so that the
   confidence a certificate or a confident majority thresholds on is calibrated;
-* ``finetune=true`` (``epochs``, 2 by default; single-text tasks, not with ``lexicon``): the
-  embedder's last two layers are tuned on 80 % of the fit labels and used only if they beat the
-  frozen embedding on the other 20 % (:mod:`.finetune`); kept as ``encoder.npz`` (no pickle).
+* ``finetune=true`` (``epochs``, 2 by default; not with ``lexicon``): the embedder's last two
+  layers are tuned on 80 % of the fit labels and used only if they beat the frozen embedding on
+  the other 20 % (:mod:`.finetune`); kept as ``encoder.npz`` (no pickle).  Pairs with
+  ``pair_mode="sym"`` are tuned siamese through the pair features (:mod:`.pairtune`;
+  ``objective="cosine"``: through their cosine alone, two labels), with ``"sep"`` as one joined
+  text.
 
 The embedder is the spec's name: ``learner:minilm`` (default) or ``learner:mpnet``
 (all-mpnet-base-v2, extra ``embed-mpnet``; :mod:`.weights`).
@@ -61,6 +64,8 @@ from speculabel.backends.learner.base import LearningWorker
 from speculabel.tasks import Task
 
 PAIR_MODES = ("sym", "sep")
+#: the pair fine-tuning's heads (:mod:`.pairtune`)
+OBJECTIVES = ("sym", "cosine")
 KEEP_FITS = 8  # fits kept for a second call on the same data (calibrate's chosen fit share)
 HEADS = ("logistic", "knn")
 #: ``auto``: the acceptor gate (:mod:`.gate`) for a task of ``MANY_LABELS`` labels or more, the
@@ -77,7 +82,7 @@ class LearnerBackend(LearningWorker):
 
     KIND = "learner"
     OPTIONS = (*LearningWorker.OPTIONS, "pair_mode", "C", "class_weight", "lexicon", "head", "k",
-               "temperature", "finetune", "epochs", "gate")
+               "temperature", "finetune", "epochs", "gate", "objective")
 
     def __init__(
         self,
@@ -93,8 +98,15 @@ class LearnerBackend(LearningWorker):
         finetune: bool = False,
         epochs: int = 2,
         gate: str = "none",
+        objective: str = "sym",
         **kw: Any,
     ) -> None:
+        if objective not in OBJECTIVES:
+            raise BackendError(f"{spec}: objective must be one of {OBJECTIVES}, got {objective!r}")
+        if objective != "sym" and not finetune:
+            raise BackendError(f"{spec}: objective is the fine-tuning's loss; it needs "
+                               "finetune=true")
+        self.objective = objective
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise BackendError(f"{spec}: epochs must be a whole number >= 1, got {epochs!r}")
         self.finetune = bool(finetune)
@@ -152,30 +164,51 @@ class LearnerBackend(LearningWorker):
     def fit(self, texts: Sequence[Any], labels: Sequence[str]) -> LearningWorker:
         """As :meth:`LearningWorker.fit`; with ``finetune``, the encoder's last layers are first
         tuned on these labels and used only if they beat the frozen embedding on held-out ones
-        (:func:`.finetune.tune_for`; :attr:`tune_report` says what happened).  Labels that
-        arrive later retrain the head on the tuned embeddings, never the encoder."""
+        (:func:`.finetune.tune_for`, pairs :func:`.pairtune.tune_pairs_for`; :attr:`tune_report`
+        says what happened).  Labels that arrive later retrain the head on the tuned
+        embeddings, never the encoder."""
         if self.finetune:
-            rows = [self._as_row(t) for t in texts]
-            if any(len(r) != 1 for r in rows):
-                raise BackendError(f"{self.spec}: finetune=true tunes on one text per item")
-            from speculabel.backends.learner.finetune import TunedEmbedder, tune_for
-
-            self._use_encoder(None)
-            ts = [r[0] for r in rows]
-            key = self.spec.partition(":")[2].partition("@")[0] or "minilm"
-            tuned, self.tune_report = tune_for(ts, [str(v) for v in labels], self.embed(ts),
-                                               key=key, epochs=self.epochs)
-            self._use_encoder(None if tuned is None else TunedEmbedder(tuned, self.embedder_name))
-            if tuned is not None and self.head == "logistic":
-                from speculabel.backends.learner.finetune import linear_head
-
-                held = self.tune_report.pop("held_out_index", []) if self.tune_report else []
-                on = ([ts[i] for i in held], [str(labels[i]) for i in held])
-                self._pending_head = linear_head(tuned, on if self.temperature else None)
+            self._tune(texts, [str(v) for v in labels])
         try:
             return super().fit(texts, labels)
         finally:
             self._pending_head = None
+
+    def _tune(self, texts: Sequence[Any], labels: list[str]) -> None:
+        """Fine-tune on one text per item, or on pairs: siamese with ``pair_mode="sym"``, the
+        joined ``"a [SEP] b"`` as one text with ``"sep"``.  One text (and ``"sep"``): the tuned
+        model's head is kept for the next :meth:`fit_model`."""
+        from speculabel.backends.learner.finetune import TunedEmbedder, linear_head, tune_for
+
+        rows = [self._as_row(t) for t in texts]
+        widths = {len(r) for r in rows}
+        if not widths <= {1, 2} or len(widths) > 1:
+            raise BackendError(f"{self.spec}: finetune=true tunes on one text or a pair of "
+                               f"texts per item, got {sorted(widths)} fields")
+        siamese = widths == {2} and self.pair_mode == "sym"
+        if self.objective == "cosine" and not (siamese and len(set(labels)) <= 2):
+            raise BackendError(f"{self.spec}: objective=\"cosine\" tunes pairs of texts with two "
+                               "labels (pair_mode=\"sym\"); use objective=\"sym\"")
+        self._use_encoder(None)
+        key = self.spec.partition(":")[2].partition("@")[0] or "minilm"
+        items = [" [SEP] ".join(r) for r in rows]  # one text: itself
+        if siamese:
+            from speculabel.backends.learner.pairtune import tune_pairs_for
+
+            tuned, self.tune_report = tune_pairs_for(
+                rows, labels, self.features(rows), key=key, epochs=self.epochs,
+                objective=self.objective, frozen_fit=self._fit_fresh)
+        else:
+            tuned, self.tune_report = tune_for(items, labels, self.embed(items), key=key,
+                                               epochs=self.epochs)
+        self._use_encoder(None if tuned is None else TunedEmbedder(tuned, self.embedder_name))
+        held = self.tune_report.pop("held_out_index", []) if self.tune_report else []
+        if tuned is not None and self.head == "logistic" and not siamese:
+            on = ([items[i] for i in held], [labels[i] for i in held])
+            self._pending_head = linear_head(tuned, on if self.temperature else None)
+        # siamese pairs: the learner's own head (cross-validated, neighbour vote) is fitted on
+        # the tuned features of all fit labels, not the tuned model's head on 80 % of them:
+        # 0.8975 against 0.88 agreement on unseen Banking77 pairs (pairtune's docstring)
 
     def _use_encoder(self, tuned: Any) -> None:
         """Embed with a tuned encoder (None: the base embedder); cached vectors are dropped."""
