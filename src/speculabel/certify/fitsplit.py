@@ -22,6 +22,8 @@ import random
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from speculabel.tasks.task import MANY_LABELS
+
 if TYPE_CHECKING:
     from speculabel.certify.outcome import Calibration
 
@@ -32,7 +34,6 @@ CANDIDATES: tuple[float, ...] = (0.3, 0.5, 0.7)
 #: random split: one certify share of several certifies more, which pays for delta / 5).
 #: Measured on Banking77 only (77 intents, 1,500 labels, draws 0-4, test coverage certified
 #: at targets 0.90 / 0.92 / 0.95): (0.3, 0.5, 0.7) 87.8 / 80.8 / 66.9; these 89.4 / 83.7 / 72.9.
-MANY_LABELS = 10
 MANY_LABEL_CANDIDATES: tuple[float, ...] = (0.5, 0.6, 0.7, 0.75, 0.8)
 
 RunFn = Callable[[list[int], list[int], float], "Calibration"]

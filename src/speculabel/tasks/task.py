@@ -104,6 +104,9 @@ class Task:
 
 
 _FIELD_RE = re.compile(r"{(\w+)}")
+#: a task of at least this many labels is a many-label task (intent routing): the learner's
+#: candidate fit shares and its ``gate=auto`` follow it
+MANY_LABELS = 10
 
 
 def _validate(task: Task, source: str) -> None:

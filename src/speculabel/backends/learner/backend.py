@@ -328,8 +328,8 @@ class LearnerBackend(LearningWorker):
 
     def gate_now(self) -> str:
         """The gate of the next mixed head: as set, or for ``auto`` the acceptor when the task
-        has many labels (:data:`speculabel.certify.fitsplit.MANY_LABELS`)."""
-        from speculabel.certify.fitsplit import MANY_LABELS
+        has many labels (:data:`speculabel.tasks.task.MANY_LABELS`)."""
+        from speculabel.tasks.task import MANY_LABELS
 
         if self.gate != "auto":
             return self.gate

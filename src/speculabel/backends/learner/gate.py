@@ -81,7 +81,7 @@ def fit_gate(x: np.ndarray, y: np.ndarray, *, C: float, class_weight: str | None
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
-    from speculabel.backends.learner.mixhead import kernel_vote
+    from speculabel.backends.learner.vote import kernel_vote
 
     classes, codes_all, counts = np.unique(y, return_inverse=True, return_counts=True)
     n_splits = min(GATE_FOLDS, int(counts.max()) if len(counts) else 0, len(y) // 2)

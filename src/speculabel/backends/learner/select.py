@@ -79,8 +79,8 @@ def _losses(proba: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 def _neighbour_votes(x: np.ndarray, truth: np.ndarray, n_classes: int, temperature: float,
                      splits: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Out-of-fold neighbour votes (see :func:`.mixhead.kernel_vote`)."""
-    from speculabel.backends.learner.mixhead import kernel_vote
+    """Out-of-fold neighbour votes (see :func:`.vote.kernel_vote`)."""
+    from speculabel.backends.learner.vote import kernel_vote
 
     out = np.zeros((len(truth), n_classes))
     for tr, te in splits:
