@@ -1,5 +1,6 @@
 """What every learning worker shares: labelled examples, an embedding cache, a small fitted head,
-retraining as labels arrive, and a directory that keeps all of it between runs.
+retraining as labels arrive, and a directory that keeps all of it between runs (what is written
+and read back: :mod:`.stored`).
 
 A learning worker:
 
@@ -32,7 +33,8 @@ import numpy as np
 
 from speculabel.backends.base import Backend, BackendError
 from speculabel.backends.learner.embed import EmbedFn, row_key, shared_embedder, text_key
-from speculabel.backends.learner.persist import LearnerDir, read_embeddings
+from speculabel.backends.learner.persist import LearnerDir
+from speculabel.backends.learner.stored import StoredState
 from speculabel.records import Item, Vote
 from speculabel.tasks import Task
 
@@ -48,7 +50,7 @@ class Head:
     digest: str
 
 
-class LearningWorker(Backend):
+class LearningWorker(StoredState, Backend):
     """Embeddings + a fitted head, learning from labels (see the module docstring)."""
 
     cacheable = False  # its votes change as it learns: a vote store must not keep them
@@ -383,67 +385,3 @@ class LearningWorker(Backend):
         with self._lock:
             if not self.frozen:
                 self._save()
-
-    # ------------------------------------------------------------------ persistence
-    def preload_embeddings(self, path: str | Path) -> int:
-        """Add the embeddings cached in another worker's ``embeddings.npz`` (same embedder);
-        returns how many were new.  Saves recomputing them, e.g. in benchmarks."""
-        new = {k: v for k, v in read_embeddings(Path(path)).items() if k not in self._cache}
-        self._cache.update(new)
-        return len(new)
-
-    def save_to(self, directory: str | Path) -> Path:
-        """Write this worker's whole state into ``directory`` (a fitted state to ship)."""
-        self.directory = Path(directory)
-        self._dir = LearnerDir(self.directory)
-        self._save(rewrite=True)
-        return self.directory
-
-    def _meta(self) -> dict[str, Any]:
-        return {
-            "spec": self.spec.partition("@")[0],
-            **self.settings(),
-            "labels": self.labels,
-            "fields": list(self.fields) if self.fields else None,
-            "min_per_class": self.min_per_class,
-            "retrain_every": self.retrain_every,
-            "n_labels": self.n_labels,
-            "trained_on": self._trained_on,
-            "trained_digest": self._trained_digest,
-            "class_counts": self.class_counts(),
-            "explicit": self._explicit,
-        }
-
-    def _save(self, rewrite: bool = False) -> None:
-        if self._dir is None:
-            return
-        if rewrite or (not self._dir.has_examples() and self._y):
-            self._dir.replace_examples([{"key": row_key(r), "fields": list(r), "label": y}
-                                        for r, y in zip(self._x_texts, self._y, strict=True)])
-        self._dir.write_meta(self._meta())
-        self._dir.write_embeddings(self._cache)
-        self._dir.write_model(self._model)
-
-    def _load(self) -> None:
-        assert self._dir is not None
-        meta = self._dir.read_meta()
-        if meta is None:
-            return
-        kind = self.spec.partition("@")[0]
-        if meta.get("spec", kind) != kind:
-            raise BackendError(f"{self.directory} holds a {meta.get('spec')} worker, not {kind}")
-        for key, want in self.settings().items():
-            if meta.get(key, self.SETTING_DEFAULTS.get(key)) != want:
-                raise BackendError(f"{self.directory}: this worker was built with {key} "
-                                   f"{meta.get(key)!r}, not {want!r}")
-        self.labels = meta.get("labels") or self.labels
-        self._explicit = bool(meta.get("explicit", False))
-        self.fields = tuple(meta["fields"]) if meta.get("fields") else None
-        for row in self._dir.read_examples():
-            self._add(tuple(row["fields"]), str(row["label"]))
-        self._cache = self._dir.read_embeddings()
-        self._model = self._dir.read_model(self.new_head, self.other_heads())
-        if self._model is not None:
-            self._trained_on = int(meta.get("trained_on", 0))
-            self._trained_digest = str(meta.get("trained_digest", ""))
-        self._since_train = max(0, self.n_labels - self._trained_on)
