@@ -16,7 +16,7 @@ head on labelled items it was not trained on.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +100,42 @@ class FineTuned:
         return ft
 
 
+def linear_from_logistic(lr0: Any) -> Any:
+    """A torch softmax head equal to a fitted logistic regression (two classes: its one logit
+    split as ``-z/2, +z/2``): tuning starts from a working classifier."""
+    import torch
+
+    n = len(lr0.classes_)
+    head = torch.nn.Linear(lr0.coef_.shape[1], n)
+    with torch.no_grad():
+        w = lr0.coef_ if n > 2 else np.vstack([-lr0.coef_ / 2, lr0.coef_ / 2])
+        b = lr0.intercept_ if n > 2 else np.array([-lr0.intercept_[0] / 2, lr0.intercept_[0] / 2])
+        head.weight.copy_(torch.tensor(w, dtype=torch.float32))
+        head.bias.copy_(torch.tensor(b, dtype=torch.float32))
+    return head
+
+
+def train_epochs(opt: Any, loss_of: Callable[[np.ndarray], Any], n: int, *, batch: int,
+                 epochs: int, seed: int, t0: float, max_seconds: float) -> tuple[int, int, bool]:
+    """Shuffled mini-batches of ``0..n-1`` (seeded), one optimiser step each on
+    ``loss_of(indices)``, for ``epochs`` or until ``max_seconds`` after ``t0`` (checked between
+    batches).  ``(epochs done, steps, stopped by the clock)``."""
+    rng = np.random.default_rng(seed)
+    done, steps = 0, 0
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        for i in range(0, len(order), batch):
+            loss = loss_of(order[i:i + batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            steps += 1
+            if time.perf_counter() - t0 > max_seconds:
+                return done, steps, True
+        done += 1
+    return done, steps, False
+
+
 def finetune(texts: Sequence[str], labels: Sequence[str], *, key: str = "minilm",
              unfreeze: int = 2, epochs: int = 3, batch: int = 32, lr: float = 5e-5,
              head_lr: float = 2e-3, C: float = 3.0, max_seconds: float = 120.0,
@@ -123,34 +159,15 @@ def finetune(texts: Sequence[str], labels: Sequence[str], *, key: str = "minilm"
     model.eval()
     with torch.inference_mode():
         frozen = np.vstack([ft.pooled(texts[i:i + 256]).numpy() for i in range(0, len(texts), 256)])
-    lr0 = LogisticRegression(C=C, max_iter=2000).fit(frozen, np.asarray(labels))
-    head = torch.nn.Linear(frozen.shape[1], len(classes))
-    with torch.no_grad():
-        w = lr0.coef_ if len(classes) > 2 else np.vstack([-lr0.coef_ / 2, lr0.coef_ / 2])
-        b = lr0.intercept_ if len(classes) > 2 else np.array([-lr0.intercept_[0] / 2, lr0.intercept_[0] / 2])
-        head.weight.copy_(torch.tensor(w, dtype=torch.float32))
-        head.bias.copy_(torch.tensor(b, dtype=torch.float32))
+    head = linear_from_logistic(LogisticRegression(C=C, max_iter=2000).fit(frozen, np.asarray(labels)))
     ft.head = head
     opt = torch.optim.AdamW([{"params": trainable, "lr": lr},
                              {"params": head.parameters(), "lr": head_lr}], weight_decay=0.01)
-    rng = np.random.default_rng(seed)
-    done_epochs, steps, stopped = 0, 0, False
     model.train()
-    for _ in range(epochs):
-        order = rng.permutation(len(texts))
-        for i in range(0, len(order), batch):
-            idx = order[i:i + batch]
-            loss = torch.nn.functional.cross_entropy(head(ft.pooled([texts[j] for j in idx])), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            steps += 1
-            if time.perf_counter() - t0 > max_seconds:
-                stopped = True
-                break
-        if stopped:
-            break
-        done_epochs += 1
+    done_epochs, steps, stopped = train_epochs(
+        opt, lambda idx: torch.nn.functional.cross_entropy(
+            head(ft.pooled([texts[j] for j in idx])), y[idx]),
+        len(texts), batch=batch, epochs=epochs, seed=seed, t0=t0, max_seconds=max_seconds)
     model.eval()
     ft.log = {"seconds": round(time.perf_counter() - t0, 1), "epochs": done_epochs, "steps": steps,
               "stopped_by_clock": stopped, "n": len(texts)}

@@ -140,46 +140,30 @@ def pair_finetune(rows: Sequence[Sequence[str]], labels: Sequence[str], *, key: 
         shift = torch.nn.Parameter(torch.tensor(float(lr0.intercept_[0])))
         head_params = [scale, shift]
     else:
-        lr0 = LogisticRegression(C=C, max_iter=2000).fit(frozen, np.asarray(labels))
-        head = torch.nn.Linear(frozen.shape[1], len(classes))
-        two = len(classes) == 2
-        with torch.no_grad():
-            w = np.vstack([-lr0.coef_ / 2, lr0.coef_ / 2]) if two else lr0.coef_
-            b = np.array([-lr0.intercept_[0] / 2, lr0.intercept_[0] / 2]) if two else lr0.intercept_
-            head.weight.copy_(torch.tensor(w, dtype=torch.float32))
-            head.bias.copy_(torch.tensor(b, dtype=torch.float32))
+        head = ftm.linear_from_logistic(
+            LogisticRegression(C=C, max_iter=2000).fit(frozen, np.asarray(labels)))
         head_params = list(head.parameters())
     for p in trainable:
         p.requires_grad_(True)
     opt = torch.optim.AdamW([{"params": trainable, "lr": lr},
                              {"params": head_params, "lr": head_lr}], weight_decay=0.01)
-    rng = np.random.default_rng(seed)
-    done_epochs, steps, stopped = 0, 0, False
+
+    def loss_of(idx: np.ndarray) -> Any:
+        """The batch's loss: each distinct text through the trained layers once."""
+        used = np.unique(np.concatenate([ia[idx], ib[idx]]))
+        pos = {int(t): j for j, t in enumerate(used)}
+        v = _top(ft, [hidden[t] for t in used])
+        a = v[[pos[int(t)] for t in ia[idx]]]
+        b = v[[pos[int(t)] for t in ib[idx]]]
+        if objective == "cosine":
+            z = scale * (a * b).sum(1) + shift
+            return torch.nn.functional.binary_cross_entropy_with_logits(z, y[idx].float())
+        return torch.nn.functional.cross_entropy(head(sym_features(a, b)), y[idx])
+
     ft.model.train()
-    for _ in range(epochs):
-        order = rng.permutation(len(rows))
-        for i in range(0, len(order), batch):
-            idx = order[i:i + batch]
-            used = np.unique(np.concatenate([ia[idx], ib[idx]]))
-            pos = {int(t): j for j, t in enumerate(used)}
-            v = _top(ft, [hidden[t] for t in used])
-            a = v[[pos[int(t)] for t in ia[idx]]]
-            b = v[[pos[int(t)] for t in ib[idx]]]
-            if objective == "cosine":
-                z = scale * (a * b).sum(1) + shift
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y[idx].float())
-            else:
-                loss = torch.nn.functional.cross_entropy(head(sym_features(a, b)), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            steps += 1
-            if time.perf_counter() - t0 > max_seconds:
-                stopped = True
-                break
-        if stopped:
-            break
-        done_epochs += 1
+    done_epochs, steps, stopped = ftm.train_epochs(
+        opt, loss_of, len(rows), batch=batch, epochs=epochs, seed=seed, t0=t0,
+        max_seconds=max_seconds)
     ft.model.eval()
     for p in trainable:
         p.requires_grad_(False)
