@@ -42,3 +42,14 @@ def qwen05_path() -> Path:
 @pytest.fixture(scope="session")
 def qwen15_path() -> Path:
     return _installed("qwen2.5-1.5b")
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Torch on one thread: a model this small gains nothing from two, and on a shared machine
+    two spinning threads make it about 20 times slower."""
+    torch = needs.module("torch", "pip install torch (a CPU build)")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

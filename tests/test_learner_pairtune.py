@@ -5,7 +5,7 @@ storage as plain arrays (no pickle) and the refusals."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ import pytest
 import needs
 from speculabel.backends.base import BackendError
 from speculabel.backends.learner.backend import LearnerBackend
+from tiny_bert import tiny_bert_loader
 
 needs.module("sklearn", needs.EMBED, module_level=True)
 
@@ -49,35 +50,12 @@ def pairs(n: int, seed: int = 0) -> tuple[list[tuple[str, str]], list[str]]:
 
 
 @pytest.fixture
-def one_thread() -> Iterator[None]:
-    torch = needs.module("torch", "pip install torch (a CPU build)")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
 def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None) -> None:
     """A 2-layer random BERT for the base model, and learning rates it needs (no download)."""
-    needs.module("transformers", needs.EMBED)
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
     from speculabel.backends.learner import finetune as ftm
     from speculabel.backends.learner import pairtune as pt
 
-    words = sorted({w for ws in GROUPS.values() for w in ws})
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words,
-                                *map(str, range(10))]) + "\n")
-
-    def load(key: str) -> tuple[object, object]:
-        torch.manual_seed(0)
-        cfg = BertConfig(vocab_size=5 + len(words) + 10, hidden_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
-        return BertTokenizerFast(str(vocab)), BertModel(cfg)
-
+    load = tiny_bert_loader(tmp_path, {w for ws in GROUPS.values() for w in ws})
     monkeypatch.setattr(ftm, "_load_base", load)
     slow = pt.pair_finetune
 

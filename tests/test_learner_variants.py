@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from speculabel.backends.learner.persist import HEAD_FILE
 from speculabel.backends.registry import check_spec, load_backend
 from speculabel.records import Item
 from speculabel.tasks import SENTIMENT, SIMILAR_TICKET
+from tiny_bert import tiny_bert_loader
 
 needs.module("sklearn", needs.EMBED, module_level=True)
 
@@ -270,35 +271,10 @@ def test_a_learner_with_options_still_votes_through_score() -> None:
 
 
 # ---------------------------------------------------------------------- fine-tuning
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Torch on one thread: a model this small gains nothing from two, and on a shared machine
-    two spinning threads make it about 20 times slower."""
-    torch = needs.module("torch", "pip install torch (a CPU build)")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _tiny_bert(tmp: Path) -> object:
     """A loader of a 2-layer random BERT with a WordPiece vocabulary of the corpus (no download)."""
-    needs.module("transformers", needs.EMBED)
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    vocab = tmp / "vocab.txt"
-    words = sorted({w for ws in (POS, NEG, NEU) for w in ws} | {"the", "number", "so", "it"})
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words,
-                                *map(str, range(10))]) + "\n")
-
-    def load(key: str) -> tuple[object, object]:
-        torch.manual_seed(0)
-        cfg = BertConfig(vocab_size=5 + len(words) + 10, hidden_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
-        return BertTokenizerFast(str(vocab)), BertModel(cfg)
-
-    return load
+    return tiny_bert_loader(tmp, {w for ws in (POS, NEG, NEU) for w in ws}
+                            | {"the", "number", "so", "it"})
 
 
 def test_finetuning_trains_only_the_last_layers_and_round_trips_as_arrays(
