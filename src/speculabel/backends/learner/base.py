@@ -61,8 +61,6 @@ class LearningWorker(StoredState, Backend):
                                           "frozen", "embedder")
     #: settings chosen once for every next fit (:meth:`pin_settings`); None: each fit chooses
     pinned: Any = None
-    #: a setting's value in a directory that does not name it (written by an older version)
-    SETTING_DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
