@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-fast lint typecheck imports bench-sentiment bench-tickets bench-stream bench-bargain bench-adaptive bench-buying bench-tracer bench-serve bench-memory bench-workers bench-workers-pairs clean
+.PHONY: setup demo test test-fast lint typecheck imports bench-sentiment bench-tickets bench-stream bench-bargain bench-adaptive bench-buying bench-tracer bench-pruning bench-serve bench-memory bench-workers bench-workers-pairs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -108,6 +108,9 @@ TRACER_ARGS ?=
 bench-tracer:
 	$(PYBIN) -m pip install -q --no-deps "tracer-llm==0.3.3"
 	OMP_NUM_THREADS=2 $(PYBIN) scripts/bench_tracer.py --out bench-out/tracer.json $(TRACER_ARGS)
+
+bench-pruning:
+	$(PYBIN) scripts/bench_pruning.py --model qwen2.5-1.5b --items 40 --out bench-out/pruning.json
 
 # speculabel serve under load: 8 concurrent HTTP clients x 10 requests x 5 items against batch
 # Cascade.classify on the same items (vader + smollm2-135m, judge gemma3-270m; medians of 3).

@@ -26,6 +26,11 @@ def main() -> int:
     ap.add_argument("--seed-list", default=None,
                     help="only these seeds, e.g. 5,6,7 (to split a run between processes)")
     ap.add_argument("--delta", type=float, default=0.1)
+    ap.add_argument("--judge", default="qwen2.5-1.5b",
+                    help="the teacher of data set banking77-judge (an installed model)")
+    ap.add_argument("--judge-items", default="600,200", metavar="TRAIN,TEST",
+                    help="banking77-judge: random train and test items the judge labels "
+                         "(stored in --cache as they come; budgets draw from the train ones)")
     ap.add_argument("--data", default="banking77,banking77-holdout",
                     help="banking77 (77 intents) and/or banking77-holdout (38 intents)")
     ap.add_argument("--systems", default="speculabel,tracer",
@@ -45,7 +50,7 @@ def main() -> int:
 
     from threadpoolctl import threadpool_limits
 
-    from speculabel.bench.intents import banking77, holdout_intents
+    from speculabel.bench.intents import banking77, holdout_intents, judge_taught
     from speculabel.bench.tracer import head_to_head, table
     from speculabel.tasks import load_task, with_labels
 
@@ -67,6 +72,13 @@ def main() -> int:
                 keep = holdout_intents()
                 sets[name] = (banking77("train", args.cache, keep),
                               banking77("test", args.cache, keep), with_labels(intent, keep))
+            elif name == "banking77-judge":
+                n_train, n_test = (int(v) for v in args.judge_items.split(","))
+                taught = [judge_taught(banking77(split, args.cache), n, args.judge,
+                                       args.cache / f"judge-{args.judge}-{split}.json",
+                                       say=lambda m: print(m, file=sys.stderr))
+                          for split, n in (("train", n_train), ("test", n_test))]
+                sets[name] = (taught[0], taught[1], intent)
             else:
                 print(f"--data: unknown data set {name!r}", file=sys.stderr)
                 return 2

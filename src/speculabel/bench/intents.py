@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def holdout_intents() -> list[str]:
     return categories()[1::2]
 
 
-def _read(split: str) -> tuple[list[str], list[str]]:
+def read_split(split: str) -> tuple[list[str], list[str]]:
+    """Texts and intents of Banking77's ``train`` or ``test`` split, in file order."""
     with open(shared_data_dir("banking77") / f"{split}.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     return [r["text"] for r in rows], [r["category"] for r in rows]
@@ -67,10 +69,46 @@ def _embed_cached(texts: list[str], cache: Path) -> np.ndarray:
 
 def banking77(split: str, cache_dir: Path, intents: list[str] | None = None) -> IntentSplit:
     """One split of Banking77 (``train`` or ``test``), optionally only these intents."""
-    texts, labels = _read(split)
+    texts, labels = read_split(split)
     x = _embed_cached(texts, cache_dir / "embeddings-banking77-minilm.npz")
     y = np.array(labels)
     if intents is not None:
         keep = np.isin(y, intents)
         return IntentSplit([t for t, k in zip(texts, keep, strict=True) if k], y[keep], x[keep])
     return IntentSplit(texts, y, x)
+
+
+def judge_taught(split: IntentSplit, n_items: int, judge: str, cache: Path, *, seed: int = 0,
+                 say: Callable[[str], None] = lambda m: None) -> IntentSplit:
+    """A seeded random ``n_items`` of a full Banking77 ``split`` with the judge's labels (task
+    ``banking77-intent``) in place of gold: the judge as teacher.  Each answer is stored in
+    ``cache`` (JSON, text key -> label) as soon as it is known, so an interrupted run pays for
+    no answer twice; an item the judge cannot label is left out."""
+    from speculabel.backends.learner.embed import text_key
+    from speculabel.backends.registry import load_backend
+    from speculabel.records import Item
+    from speculabel.tasks import load_task
+
+    pick = np.random.default_rng(seed).choice(len(split.texts), n_items, replace=False)
+    known: dict[str, str | None] = (json.loads(cache.read_text(encoding="utf-8"))
+                                    if cache.exists() else {})
+    todo = [int(i) for i in pick if text_key(split.texts[int(i)]) not in known]
+    if todo:
+        task = load_task("banking77-intent")
+        model = load_backend(judge)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            for done, i in enumerate(todo, 1):
+                (vote,) = model.score(task, [Item(str(i), {"text": split.texts[i]})])
+                known[text_key(split.texts[i])] = vote.label
+                tmp = cache.with_suffix(".tmp")
+                tmp.write_text(json.dumps(known), encoding="utf-8")
+                tmp.replace(cache)
+                if done % 25 == 0 or done == len(todo):
+                    say(f"{judge}: {done} of {len(todo)} items labelled")
+        finally:
+            model.close()
+    keep = [int(i) for i in pick if known.get(text_key(split.texts[int(i)])) is not None]
+    return IntentSplit([split.texts[i] for i in keep],
+                       np.array([known[text_key(split.texts[i])] for i in keep]),
+                       split.x[keep])

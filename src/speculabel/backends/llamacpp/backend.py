@@ -30,7 +30,13 @@ from speculabel.tasks import Task
 SCORING_VERSION = "+v2"
 OPTIONS = (
     "n_threads", "n_ctx", "prefix_cache", "contextual_calibration", "verbose", "chat", "n_batch",
+    "label_pruning",
 )
+#: a task of MANY_LABELS labels or more is scored with label pruning at this tolerance (total
+#: variation of the label distribution) unless ``label_pruning`` says otherwise: on Banking77
+#: (77 labels) the exact scores evaluate every label's tokens, most of them for labels the
+#: model gives almost no probability
+LABEL_PRUNING = 1e-2
 
 
 def _default_threads() -> int:
@@ -66,6 +72,7 @@ class LlamaCppBackend(Backend):
         prefix_cache: bool = True,
         contextual_calibration: dict[str, float] | None = None,
         verbose: bool = False,
+        label_pruning: float | None = None,
     ) -> None:
         try:
             import llama_cpp
@@ -77,6 +84,10 @@ class LlamaCppBackend(Backend):
         self.spec = spec
         self.model_path = Path(model_path)
         self.calibration = dict(contextual_calibration) if contextual_calibration else None
+        if label_pruning is not None and not 0.0 <= float(label_pruning) < 1.0:
+            raise BackendError(f"{spec}: label_pruning must be in [0, 1), got {label_pruning!r}")
+        #: None: LABEL_PRUNING on many-label tasks, exact scores otherwise; 0: always exact
+        self.label_pruning = None if label_pruning is None else float(label_pruning)
         if not verbose:
             _quiet_llama_log(llama_cpp)
         threads = n_threads or _default_threads()
@@ -132,7 +143,9 @@ class LlamaCppBackend(Backend):
         Options: ``n_threads`` (default: all usable cores), ``n_ctx`` (2048), ``n_batch`` (512),
         ``prefix_cache`` (True), ``contextual_calibration`` ({label: log-prob} subtracted before
         renormalising), ``verbose`` (False), ``chat`` (default: the catalogue's kind, or whether
-        the file has a chat template).
+        the file has a chat template), ``label_pruning`` (tolerance in total variation; default
+        :data:`LABEL_PRUNING` on tasks of ``MANY_LABELS`` labels or more, exact otherwise; 0:
+        always exact).
         """
         from speculabel.models import CATALOGUE, resolve_model
 
@@ -151,6 +164,8 @@ class LlamaCppBackend(Backend):
             from speculabel.models import file_sha256
 
             fp = file_sha256(self.model_path) + SCORING_VERSION
+            if self.label_pruning is not None:  # votes on many-label tasks change with it
+                fp += f"+prune:{self.label_pruning:g}"
             if self.calibration:
                 blob = json.dumps(self.calibration, sort_keys=True).encode()
                 fp += "+cc:" + hashlib.sha256(blob).hexdigest()[:12]
@@ -208,7 +223,19 @@ class LlamaCppBackend(Backend):
             prep = self._prepare(task, item)
         except Unanswerable as e:
             raise ValueError(str(e)) from None
-        return self._engine.score_sequences(prep.sequences, self.task_prefix(task)), prep.truncated
+        return (self._engine.score_sequences(prep.sequences, self.task_prefix(task),
+                                             self.pruning(task)), prep.truncated)
+
+    def pruning(self, task: Task) -> float:
+        """The label-pruning tolerance for this task (0: exact scores).  Never with contextual
+        calibration: subtracting offsets voids the first-token bound pruning relies on."""
+        from speculabel.tasks.task import MANY_LABELS
+
+        if self.calibration is not None:
+            return 0.0
+        if self.label_pruning is not None:
+            return self.label_pruning
+        return LABEL_PRUNING if len(task.label_names) >= MANY_LABELS else 0.0
 
     def score(self, task: Task, items: Sequence[Item]) -> list[Vote]:
         if self._closed:
@@ -229,7 +256,8 @@ class LlamaCppBackend(Backend):
             t0 = time.perf_counter()
             try:
                 prep = self._prepare(task, item)
-                raw = self._engine.score_sequences(prep.sequences, self.task_prefix(task))
+                raw = self._engine.score_sequences(prep.sequences, self.task_prefix(task),
+                                                   self.pruning(task))
             except Unanswerable as e:
                 vote = Vote.abstain(self.spec, str(e), latency_s=time.perf_counter() - t0,
                                     method="logprobs")

@@ -48,6 +48,13 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
+def _chain(seqs: Sequence[list[int]]) -> int:
+    """The longest run of sequences each beginning the next: labels of one group split into
+    that many sets in which none begins another (Mirsky), each holding at most the group's
+    first-token probability."""
+    return max(sum(s[: len(o)] == o for o in seqs) for s in seqs)
+
+
 class KVEngine:
     """One llama.cpp context: the tokens in its cache and the decode calls that fill it."""
 
@@ -134,10 +141,18 @@ class KVEngine:
         return rows
 
     def score_sequences(
-        self, sequences: dict[str, list[int]], prefix: list[int] | None = None
+        self, sequences: dict[str, list[int]], prefix: list[int] | None = None,
+        prune: float = 0.0,
     ) -> dict[str, float]:
         """Sum of token log-probs of each sequence after the part all of them share.  The first
-        evaluation starts at the task prefix (see :meth:`anchor`), the others reuse it."""
+        evaluation starts at the task prefix (see :meth:`anchor`), the others reuse it.
+
+        ``prune > 0`` (many labels): a label's probability is at most its first token's, and the
+        labels that begin with one token share at most that token's probability.  Labels are
+        scored whole in groups by first token, most probable first, until the groups left hold
+        at most ``prune`` times the probability already found; those left get ``-inf``.  The
+        renormalised distribution is then within ``prune`` of the exact one in total variation,
+        and its most probable label is exact unless it is that close to a tie."""
         seqs = list(sequences.values())
         others = seqs[1:] or [seqs[0][:-1]]  # one label: everything but its last token
         shared = min(common_prefix(seqs[0], s) for s in others)
@@ -146,21 +161,57 @@ class KVEngine:
             raise Unanswerable("the labels' token sequences share no prompt")
         rests = {k: s[shared:] for k, s in sequences.items()}
         rows: dict[tuple[int, ...], _Row] = {}
-        cap: int | None = None
+        names = sorted(rests, key=lambda k: rests[k])
+        if prune > 0.0:
+            # the first label in token order, evaluated as the exact path does (the item's
+            # tokens in the same batches, so the two differ by the pruning alone), gives the
+            # distribution of every label's first token
+            self._visit(sequences, rests, names[:1], shared, rows, prefix or [])
+            groups: dict[int, list[str]] = {}
+            for name in names:
+                groups.setdefault(rests[name][0], []).append(name)
+            order = sorted(groups, key=lambda t: -rows[()].logprob(t))
+            # labels none of which begins another share the first token's probability; a label
+            # that begins another (no end marker) may not, so each chain of such labels counts
+            bound = [float(np.exp(rows[()].logprob(t))) * _chain([rests[k] for k in groups[t]])
+                     for t in order]
+            left = float(sum(bound))
+            found = 0.0
+            scored: list[str] = []
+            for g, tok in enumerate(order):
+                if found > 0.0 and left <= prune * found:
+                    break
+                left -= bound[g]
+                self._visit(sequences, rests, groups[tok], shared, rows, None)
+                for name in groups[tok]:
+                    found += float(np.exp(self._sum(rows, rests[name])))
+                scored.extend(groups[tok])
+            kept = set(scored)
+            return {name: self._sum(rows, rest) if name in kept else float("-inf")
+                    for name, rest in rests.items()}
         # visit labels in token order so that neighbours share their leading tokens
-        for visit, name in enumerate(sorted(rests, key=lambda k: rests[k])):
+        self._visit(sequences, rests, names, shared, rows, prefix or [])
+        return {name: self._sum(rows, rest) for name, rest in rests.items()}
+
+    def _visit(self, sequences: dict[str, list[int]], rests: dict[str, list[int]],
+               names: Sequence[str], shared: int, rows: dict[tuple[int, ...], _Row],
+               prefix: list[int] | None) -> None:
+        """Evaluate what ``names`` need that ``rows`` lacks, in this order; ``prefix``: anchor
+        the first evaluation there (None: the cache already holds the shared part)."""
+        cap: int | None = None
+        for visit, name in enumerate(names):
             rest = rests[name]
             missing = next((i for i in range(len(rest)) if tuple(rest[:i]) not in rows), None)
             if missing is None:
                 continue
             target = sequences[name][:-1]
-            if visit == 0:
-                cap = self.anchor(target, prefix or [])
+            if visit == 0 and prefix is not None:
+                cap = self.anchor(target, prefix)
             new = self.ensure(target, shared - 1 + missing, cap)
             cap = None
             for k, row in enumerate(new):
                 rows[tuple(rest[: missing + k])] = row
-        return {
-            name: sum(rows[tuple(rest[:i])].logprob(tok) for i, tok in enumerate(rest))
-            for name, rest in rests.items()
-        }
+
+    @staticmethod
+    def _sum(rows: dict[tuple[int, ...], _Row], rest: list[int]) -> float:
+        return sum(rows[tuple(rest[:i])].logprob(tok) for i, tok in enumerate(rest))
