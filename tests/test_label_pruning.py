@@ -172,3 +172,42 @@ def test_real_model_pruning_saves_tokens_and_keeps_the_distribution(smollm2_path
         assert b.pruning(ROUTING) == 0.0
     finally:
         b.close()
+
+
+@pytest.mark.slow
+def test_pruning_bench_rows_compare_with_the_exact_scores(smollm2_path: Path) -> None:
+    import needs
+
+    needs.module("llama_cpp", needs.LLAMA)
+    from speculabel.bench.intents import read_split
+    from speculabel.bench.pruning import pruning_rows, table
+
+    needs.data(lambda: read_split("test"), "banking77")
+    rows = pruning_rows("smollm2-135m", 2, [0.01])
+    assert [r["tolerance"] for r in rows] == [0.0, 0.01]
+    assert rows[0]["tv_max"] == 0.0 and rows[0]["same_label_as_exact"] == 1.0
+    assert rows[1]["tokens_per_item"] <= rows[0]["tokens_per_item"]
+    assert rows[1]["tv_max"] <= 0.01 + 0.005
+    assert "| 0.01 |" in table(rows)
+
+
+@pytest.mark.slow
+def test_judge_teacher_labels_are_stored_and_never_bought_twice(smollm2_path: Path,
+                                                                tmp_path: Path) -> None:
+    import needs
+
+    needs.module("llama_cpp", needs.LLAMA)
+    from speculabel.bench.intents import IntentSplit, categories, judge_taught
+
+    needs.data(categories, "banking77")
+    texts = ["My card has not arrived yet.", "How do I top up by bank transfer?",
+             "Why was I charged a fee at the ATM?", "I want to close my account."]
+    split = IntentSplit(texts, np.array(["x"] * 4), np.eye(4, dtype=np.float32))
+    cache = tmp_path / "judge.json"
+    got = judge_taught(split, 3, "smollm2-135m", cache, seed=1)
+    assert len(got.texts) == 3 and set(got.texts) <= set(texts)
+    assert set(got.labels.tolist()) <= set(categories())  # the judge's labels, not gold's
+    assert got.x.shape == (3, 4)
+    # a second call finds every answer stored: no model is loaded (this one does not exist)
+    again = judge_taught(split, 3, "no-such-model", cache, seed=1)
+    assert again.texts == got.texts and again.labels.tolist() == got.labels.tolist()
