@@ -75,7 +75,7 @@ def main() -> int:
             elif name == "banking77-judge":
                 n_train, n_test = (int(v) for v in args.judge_items.split(","))
                 taught = [judge_taught(banking77(split, args.cache), n, args.judge,
-                                       args.cache / f"judge-{args.judge}-{split}.json",
+                                       args.cache / f"judge-{args.judge}-{split}.jsonl",
                                        say=lambda m: print(m, file=sys.stderr))
                           for split, n in (("train", n_train), ("test", n_test))]
                 sets[name] = (taught[0], taught[1], intent)

@@ -203,7 +203,7 @@ def test_judge_teacher_labels_are_stored_and_never_bought_twice(smollm2_path: Pa
     texts = ["My card has not arrived yet.", "How do I top up by bank transfer?",
              "Why was I charged a fee at the ATM?", "I want to close my account."]
     split = IntentSplit(texts, np.array(["x"] * 4), np.eye(4, dtype=np.float32))
-    cache = tmp_path / "judge.json"
+    cache = tmp_path / "judge.jsonl"
     got = judge_taught(split, 3, "smollm2-135m", cache, seed=1)
     assert len(got.texts) == 3 and set(got.texts) <= set(texts)
     assert set(got.labels.tolist()) <= set(categories())  # the judge's labels, not gold's
@@ -211,3 +211,18 @@ def test_judge_teacher_labels_are_stored_and_never_bought_twice(smollm2_path: Pa
     # a second call finds every answer stored: no model is loaded (this one does not exist)
     again = judge_taught(split, 3, "no-such-model", cache, seed=1)
     assert again.texts == got.texts and again.labels.tolist() == got.labels.tolist()
+    assert len(cache.read_text(encoding="utf-8").splitlines()) == 3  # one line per answer
+
+
+def test_stored_judge_answers_survive_a_torn_line_and_read_the_old_format(tmp_path: Path) -> None:
+    import json
+
+    from speculabel.bench.intents import read_answers
+
+    cache = tmp_path / "judge-x-train.jsonl"
+    cache.with_suffix(".json").write_text(json.dumps({"k0": "a", "k1": None}), encoding="utf-8")
+    cache.write_text(json.dumps({"key": "k2", "label": "b"}) + "\n"
+                     + json.dumps({"key": "k1", "label": "c"}) + "\n" + '{"key": "k3", "la',
+                     encoding="utf-8")
+    assert read_answers(cache) == {"k0": "a", "k1": "c", "k2": "b"}
+    assert read_answers(tmp_path / "none.jsonl") == {}

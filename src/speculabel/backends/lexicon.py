@@ -37,6 +37,29 @@ from speculabel.tasks import Task
 MAPPING_VERSION = "v1"
 THRESHOLD = 0.05
 SENTIMENT_LABELS = frozenset({"negative", "neutral", "positive"})
+#: the lexicon's scores a learner appends to its embedding (``learner:minilm``, ``lexicon=true``)
+LEXICON_COLUMNS = ("neg", "neu", "pos", "compound")
+
+
+class LexiconScorer:
+    """VADER's four scores per text, as features (the analyser is built on first use)."""
+
+    def __init__(self, owner: str = "lexicon") -> None:
+        self.owner = owner
+        self._analyzer: Any = None
+
+    def __call__(self, texts: Sequence[str]) -> Any:
+        import numpy as np
+
+        if self._analyzer is None:
+            try:
+                from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+            except ImportError as e:
+                raise BackendError(f"{self.owner}: lexicon=true needs vaderSentiment: "
+                                   "pip install 'speculabel[embed]'") from e
+            self._analyzer = SentimentIntensityAnalyzer()
+        rows = [self._analyzer.polarity_scores(t) for t in texts]
+        return np.array([[r[c] for c in LEXICON_COLUMNS] for r in rows], dtype=np.float32)
 
 
 def compound_to_probs(c: float) -> dict[str, float]:

@@ -78,34 +78,52 @@ def banking77(split: str, cache_dir: Path, intents: list[str] | None = None) -> 
     return IntentSplit(texts, y, x)
 
 
+def read_answers(cache: Path) -> dict[str, str | None]:
+    """The stored answers of :func:`judge_taught`: JSON Lines (``{"key": ..., "label": ...}``
+    per answer; a torn last line from a killed run is skipped), or the whole-file JSON dict an
+    earlier version wrote at ``cache`` with the suffix ``.json``."""
+    known: dict[str, str | None] = {}
+    legacy = cache.with_suffix(".json")
+    if legacy != cache and legacy.exists():
+        known.update(json.loads(legacy.read_text(encoding="utf-8")))
+    if cache.exists():
+        for line in cache.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # the line a kill cut short: that answer is bought again
+            known[row["key"]] = row["label"]
+    return known
+
+
 def judge_taught(split: IntentSplit, n_items: int, judge: str, cache: Path, *, seed: int = 0,
                  say: Callable[[str], None] = lambda m: None) -> IntentSplit:
     """A seeded random ``n_items`` of a full Banking77 ``split`` with the judge's labels (task
-    ``banking77-intent``) in place of gold: the judge as teacher.  Each answer is stored in
-    ``cache`` (JSON, text key -> label) as soon as it is known, so an interrupted run pays for
-    no answer twice; an item the judge cannot label is left out."""
+    ``banking77-intent``) in place of gold: the judge as teacher.  Each answer is appended to
+    ``cache`` (JSON Lines, :func:`read_answers`) as soon as it is known, so an interrupted run
+    pays for no answer twice; an item the judge cannot label is left out."""
     from speculabel.backends.learner.embed import text_key
     from speculabel.backends.registry import load_backend
     from speculabel.records import Item
     from speculabel.tasks import load_task
 
     pick = np.random.default_rng(seed).choice(len(split.texts), n_items, replace=False)
-    known: dict[str, str | None] = (json.loads(cache.read_text(encoding="utf-8"))
-                                    if cache.exists() else {})
+    known = read_answers(cache)
     todo = [int(i) for i in pick if text_key(split.texts[int(i)]) not in known]
     if todo:
         task = load_task("banking77-intent")
         model = load_backend(judge)
         cache.parent.mkdir(parents=True, exist_ok=True)
         try:
-            for done, i in enumerate(todo, 1):
-                (vote,) = model.score(task, [Item(str(i), {"text": split.texts[i]})])
-                known[text_key(split.texts[i])] = vote.label
-                tmp = cache.with_suffix(".tmp")
-                tmp.write_text(json.dumps(known), encoding="utf-8")
-                tmp.replace(cache)
-                if done % 25 == 0 or done == len(todo):
-                    say(f"{judge}: {done} of {len(todo)} items labelled")
+            with cache.open("a", encoding="utf-8") as fh:
+                for done, i in enumerate(todo, 1):
+                    (vote,) = model.score(task, [Item(str(i), {"text": split.texts[i]})])
+                    key = text_key(split.texts[i])
+                    known[key] = vote.label
+                    fh.write(json.dumps({"key": key, "label": vote.label}) + "\n")
+                    fh.flush()
+                    if done % 25 == 0 or done == len(todo):
+                        say(f"{judge}: {done} of {len(todo)} items labelled")
         finally:
             model.close()
     keep = [int(i) for i in pick if known.get(text_key(split.texts[int(i)])) is not None]

@@ -61,6 +61,7 @@ import numpy as np
 
 from speculabel.backends.base import BackendError
 from speculabel.backends.learner.base import LearningWorker
+from speculabel.backends.lexicon import LexiconScorer
 from speculabel.tasks import Task
 
 PAIR_MODES = ("sym", "sep")
@@ -73,8 +74,6 @@ HEADS = ("logistic", "knn")
 GATE_OPTIONS = ("auto", "none", "acceptor")
 #: tasks whose learner appends the lexicon's scores unless told otherwise (``lexicon`` unset)
 LEXICON_TASKS = ("sentiment",)
-#: the lexicon's scores appended to the embedding (``lexicon=true``)
-LEXICON_COLUMNS = ("neg", "neu", "pos", "compound")
 
 
 class LearnerBackend(LearningWorker):
@@ -273,14 +272,8 @@ class LearnerBackend(LearningWorker):
     def lexicon_scores(self, texts: Sequence[str]) -> np.ndarray:
         """VADER's (neg, neu, pos, compound) for each text."""
         if self._vader is None:
-            try:
-                from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-            except ImportError as e:
-                raise BackendError(f"{self.spec}: lexicon=true needs vaderSentiment: "
-                                   "pip install 'speculabel[embed]'") from e
-            self._vader = SentimentIntensityAnalyzer()
-        rows = [self._vader.polarity_scores(t) for t in texts]
-        return np.array([[r[c] for c in LEXICON_COLUMNS] for r in rows], dtype=np.float32)
+            self._vader = LexiconScorer(self.spec)
+        return self._vader(texts)
 
     def features(self, rows: Sequence[Sequence[str]]) -> np.ndarray:
         """Feature matrix for rows of field values (one text, or a pair)."""
