@@ -368,6 +368,46 @@ def test_a_finetuned_learner_uses_the_tuned_encoder_only_when_it_wins_held_out(
         LearnerBackend(embedder=noise_embed, **kw).fit([("a", "b", "c")] * 12, ["x", "y"] * 6)  # type: ignore[arg-type]
 
 
+def test_the_held_out_check_of_one_text_tuning_uses_the_learner_s_own_head(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None) -> None:
+    """The tuned encoder must beat the head the learner would fit without tuning (its
+    cross-validated C and class weights), not a plain logistic regression."""
+    from speculabel.backends.learner import finetune as ftm
+
+    monkeypatch.setattr(ftm, "_load_base", _tiny_bert(tmp_path))
+    monkeypatch.setattr(ftm, "finetune", _fast(ftm.finetune))
+    texts, labels = corpus(120)
+    # a head that always says "neutral": the check reports exactly its held-out accuracy
+    class Always:
+        def predict(self, x: np.ndarray) -> np.ndarray:
+            return np.array(["neutral"] * len(x))
+
+    seen: list[int] = []
+
+    def fit_const(x: np.ndarray, y: np.ndarray) -> Always:
+        seen.append(len(y))
+        return Always()
+
+    tuned, report = ftm.tune_for(texts, labels, noise_embed(texts), key="minilm", epochs=15,
+                                 frozen_fit=fit_const)
+    assert tuned is not None and seen == [96]  # fitted on the tuning's 80 %, scored on 24
+    held = report["held_out"]
+    assert held == 24 and report["frozen_accuracy"] == round(
+        sum(v == "neutral" for v in np.asarray(labels)[report["held_out_index"]]) / held, 4)
+    # the learner passes its own fresh head fit
+    calls: list[int] = []
+    own = LearnerBackend._fit_fresh
+
+    def spy(self: LearnerBackend, x: np.ndarray, y: np.ndarray) -> object:
+        calls.append(len(y))
+        return own(self, x, y)
+
+    monkeypatch.setattr(LearnerBackend, "_fit_fresh", spy)
+    kw = {"finetune": True, "epochs": 15, "C": 1.0, "class_weight": None, "min_per_class": 1}
+    w = LearnerBackend(embedder=noise_embed, **kw).fit(texts, labels)  # type: ignore[arg-type]
+    assert w.tune_report is not None and calls[0] == 96
+
+
 def _fast(finetune: object) -> object:
     """The same fine-tuning with the learning rates a tiny random model needs."""
     def run(*a: object, **kw: object) -> object:

@@ -199,7 +199,7 @@ class LearnerBackend(LearningWorker):
                 objective=self.objective, frozen_fit=self._fit_fresh)
         else:
             tuned, self.tune_report = tune_for(items, labels, self.embed(items), key=key,
-                                               epochs=self.epochs)
+                                               epochs=self.epochs, frozen_fit=self._fit_fresh)
         self._use_encoder(None if tuned is None else TunedEmbedder(tuned, self.embedder_name))
         held = self.tune_report.pop("held_out_index", []) if self.tune_report else []
         if tuned is not None and self.head == "logistic" and not siamese:

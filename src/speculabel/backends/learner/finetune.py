@@ -221,9 +221,13 @@ class TunedEmbedder:
 
 
 def tune_for(texts: Sequence[str], labels: Sequence[str], frozen: np.ndarray, *, key: str,
-             epochs: int, share: float = 0.2, seed: int = 0) -> tuple[FineTuned | None, dict[str, Any]]:
-    """Fine-tune on ``1 - share`` of the labels; keep it only if it beats a logistic head on the
-    ``frozen`` embeddings (same split) on the held-out rest.  ``(tuned or None, report)``.
+             epochs: int, share: float = 0.2, seed: int = 0,
+             frozen_fit: Callable[[np.ndarray, np.ndarray], Any] | None = None,
+             ) -> tuple[FineTuned | None, dict[str, Any]]:
+    """Fine-tune on ``1 - share`` of the labels; keep it only if it beats the head
+    ``frozen_fit(x, y)`` fits on the ``frozen`` embeddings (same split; the learner passes its own
+    head, cross-validated as it would be without tuning; default a plain logistic regression) on
+    the held-out rest.  ``(tuned or None, report)``.
 
     Deterministic for a given machine (fixed seed, an epoch budget, no clock), as ``calibrate``
     needs: it may fit the same share twice and ship the second fit under the first's certificate."""
@@ -238,7 +242,8 @@ def tune_for(texts: Sequence[str], labels: Sequence[str], frozen: np.ndarray, *,
     ft = finetune([texts[i] for i in tr], list(y[tr]), key=key, epochs=epochs, seed=seed,
                   max_seconds=float("inf"))
     tuned = np.asarray(ft.classes)[ft.predict_proba([texts[i] for i in te]).argmax(1)]
-    frozen_head = LogisticRegression(C=3.0, max_iter=2000).fit(frozen[tr], y[tr])
+    frozen_head = (frozen_fit(frozen[tr], y[tr]) if frozen_fit is not None
+                   else LogisticRegression(C=3.0, max_iter=2000).fit(frozen[tr], y[tr]))
     acc_t = float((tuned == y[te]).mean())
     acc_f = float((frozen_head.predict(frozen[te]) == y[te]).mean())
     report = {"used": acc_t > acc_f, "held_out": len(te), "tuned_accuracy": round(acc_t, 4),
