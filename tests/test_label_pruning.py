@@ -174,6 +174,38 @@ def test_real_model_pruning_saves_tokens_and_keeps_the_distribution(smollm2_path
         b.close()
 
 
+def test_default_pruned_votes_never_share_a_vote_store_key_with_exact_ones(
+        smollm2_path: Path, tmp_path: Path) -> None:
+    """A many-label vote scored with the default pruning is kept apart from an exact one (and
+    from one at an explicit tolerance); 3-label votes keep the plain key."""
+    from speculabel.backends.cached import CachedBackend
+    from speculabel.backends.llamacpp.backend import LABEL_PRUNING, LlamaCppBackend
+    from speculabel.io.votes import VoteStore
+    from speculabel.records import Item
+    from speculabel.tasks import SENTIMENT
+
+    default = LlamaCppBackend("smollm2-135m", smollm2_path, chat=True, n_threads=1)
+    exact = LlamaCppBackend("smollm2-135m", smollm2_path, chat=True, n_threads=1,
+                            label_pruning=0.0)
+    try:
+        plain = default.fingerprint()
+        assert default.vote_fingerprint(SENTIMENT) == plain
+        assert default.vote_fingerprint(ROUTING) == f"{plain}+prune:{LABEL_PRUNING:g}"
+        assert exact.vote_fingerprint(ROUTING) == exact.fingerprint() != plain
+        assert len({default.vote_fingerprint(ROUTING), exact.vote_fingerprint(ROUTING),
+                    plain}) == 3
+        # through a vote store: the exact run's stored votes are not served to the pruned one
+        item = [Item("r1", {"text": "My card was charged twice for one purchase."})]
+        with VoteStore(tmp_path / "v.sqlite") as store:
+            first = CachedBackend(exact, store).score(ROUTING, item)[0]
+            again = CachedBackend(default, store).score(ROUTING, item)[0]
+            assert not first.cached and not again.cached
+            assert CachedBackend(default, store).score(ROUTING, item)[0].cached
+    finally:
+        default.close()
+        exact.close()
+
+
 @pytest.mark.slow
 def test_pruning_bench_rows_compare_with_the_exact_scores(smollm2_path: Path) -> None:
     import needs

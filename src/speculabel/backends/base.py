@@ -62,6 +62,12 @@ class Backend(ABC):
     def fingerprint(self) -> str:
         """A stable identity of the model itself (file hash, endpoint+model): keys cached votes."""
 
+    def vote_fingerprint(self, task: Task) -> str:
+        """What keys this backend's cached votes on ``task``: :meth:`fingerprint`, plus whatever
+        makes its votes on this task differ from another setting's (a default that applies to
+        some tasks only, such as label pruning on many-label tasks)."""
+        return self.fingerprint()
+
     @abstractmethod
     def score(self, task: Task, items: Sequence[Item]) -> list[Vote]:
         """One vote per item, in order."""
@@ -94,6 +100,9 @@ class BackendWrapper(Backend):
 
     def fingerprint(self) -> str:
         return self.inner.fingerprint()
+
+    def vote_fingerprint(self, task: Task) -> str:
+        return self.inner.vote_fingerprint(task)
 
     def check_task(self, task: Task) -> None:
         self.inner.check_task(task)

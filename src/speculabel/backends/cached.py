@@ -29,17 +29,24 @@ class CachedBackend(BackendWrapper):
         super().__init__(inner)
         self.cache = cache
         self._fp: str | None = None
+        self._vote_fps: dict[str, str] = {}  # task fingerprint -> the votes' key
 
     def fingerprint(self) -> str:
         if self._fp is None:
             self._fp = self.inner.fingerprint()
         return self._fp
 
+    def vote_fingerprint(self, task: Task) -> str:
+        tfp = task.fingerprint()
+        if tfp not in self._vote_fps:
+            self._vote_fps[tfp] = self.inner.vote_fingerprint(task)
+        return self._vote_fps[tfp]
+
     def score(self, task: Task, items: Sequence[Item]) -> list[Vote]:
         from speculabel.io.votes import item_key
 
         keys = [item_key(task, it) for it in items]
-        fp, tfp = self.fingerprint(), task.fingerprint()
+        fp, tfp = self.vote_fingerprint(task), task.fingerprint()
         hits = self.cache.get_many(fp, tfp, keys)
         missing = [i for i, k in enumerate(keys) if k not in hits]
         fresh: dict[int, Vote] = {}

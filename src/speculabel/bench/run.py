@@ -94,7 +94,7 @@ def run_models(
                 owned.append(backend)
             load_s = 0.0 if given else time.perf_counter() - t0
             backend.check_task(task)
-            fp = backend.fingerprint()
+            fp = backend.vote_fingerprint(task)
             have = store.get_many(fp, tfp, list(uniq))
             todo = [(k, uniq[k]) for k in uniq if k not in have]
             run = ModelRun(spec, fp, len(uniq), len(uniq) - len(todo), 0, load_s=load_s)

@@ -40,6 +40,9 @@ class StoredOnly(Backend):
     def fingerprint(self) -> str:
         return self.inner.fingerprint()
 
+    def vote_fingerprint(self, task: Task) -> str:
+        return self.inner.vote_fingerprint(task)
+
     def score(self, task: Task, items: Sequence[Item]) -> list[Vote]:
         raise BackendError(f"{self.spec}: {len(items)} judge votes are not in the vote store; "
                            "run classify --judge-only on the stream first")
@@ -59,7 +62,7 @@ def fill_judge_votes(task: Task, items: Sequence[Item], judge: str, store: VoteS
 
 def stored_labels(task: Task, items: Sequence[Item], judge: Backend, store: VoteStore
                   ) -> list[str | None]:
-    hits = store.get_many(judge.fingerprint(), task.fingerprint(),
+    hits = store.get_many(judge.vote_fingerprint(task), task.fingerprint(),
                           [item_key(task, it) for it in items])
     return [hits[item_key(task, it)].label if item_key(task, it) in hits else None
             for it in items]

@@ -52,6 +52,9 @@ class LazyBackend(Backend):
     def fingerprint(self) -> str:
         return self._backend().fingerprint()
 
+    def vote_fingerprint(self, task: Task) -> str:
+        return self._backend().vote_fingerprint(task)
+
     def check_task(self, task: Task) -> None:
         if self._inner is not None:
             self._inner.check_task(task)

@@ -38,7 +38,7 @@ def collect_votes(
             scorer: Any = backend
             if store is not None and backend.cacheable:
                 scorer = CachedBackend(backend, store)
-                hits = store.get_many(scorer.fingerprint(), task.fingerprint(), keys)
+                hits = store.get_many(scorer.vote_fingerprint(task), task.fingerprint(), keys)
                 if len(hits) == len(set(keys)):
                     out[spec] = [replace(hits[k], model=spec) for k in keys]
                     if progress:
@@ -70,7 +70,7 @@ def stored_votes(
     for spec in specs:
         backend = load_backend(spec)
         try:
-            fp = backend.fingerprint()
+            fp = backend.vote_fingerprint(task)
         finally:
             backend.close()
         hits = store.get_many(fp, task.fingerprint(), keys)

@@ -172,6 +172,15 @@ class LlamaCppBackend(Backend):
             self._fingerprint = fp
         return self._fingerprint
 
+    def vote_fingerprint(self, task: Task) -> str:
+        """:meth:`fingerprint`, plus ``+prune:TOL`` where the default label pruning applies to
+        ``task`` (an explicit ``label_pruning`` is in the fingerprint already), so pruned and
+        exact votes on one many-label task are never mixed in a vote store."""
+        fp = self.fingerprint()
+        if self.label_pruning is None and self.pruning(task) > 0:
+            fp += f"+prune:{self.pruning(task):g}"
+        return fp
+
     def close(self) -> None:
         if self._closed:
             return
