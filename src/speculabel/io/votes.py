@@ -7,7 +7,8 @@ stopped.  The cascade uses the same store.
 
 Keys:
 
-* ``model_fp``: :meth:`Backend.fingerprint` (the model file's hash for local models).
+* ``model_fp``: :meth:`Backend.vote_fingerprint` (the model file's hash for local models, plus
+  what changes its votes on that task, such as label pruning).
 * ``task_fp``: :meth:`Task.fingerprint` (labels, instructions, template, examples: the prompt).
 * ``item_key``: :func:`item_key`, a hash of the item's field values in the task's field order.
 
