@@ -4,8 +4,8 @@ pruned, on the same Banking77 items (:meth:`KVEngine.score_sequences`, ``prune``
 For each tolerance: seconds and tokens evaluated per item (the task prefix evaluated once
 before the clock starts), accuracy against gold, and against the exact scores: the share of
 items with the same label and the total variation between the two distributions (pruning's
-own bound plus llama.cpp's batching noise, since the pruned path evaluates the shared part of
-the prompt on its own first).
+own bound, plus llama.cpp's batching noise on the labels after the first: the pruned path
+evaluates the first label in token order exactly as the exact path does, then whole groups).
 """
 
 from __future__ import annotations

@@ -134,7 +134,7 @@ class LearnerBackend(LearningWorker):
         self.head = head
         self.k = int(k)
         self.temperature = bool(temperature)
-        self._vader: Any = None
+        self._lexicon_scorer = LexiconScorer(spec)  # builds VADER's analyser on first use
         if pair_mode not in PAIR_MODES:
             raise BackendError(f"{spec}: pair_mode must be one of {PAIR_MODES}, got {pair_mode!r}")
         if C != "auto" and (isinstance(C, str) or not float(C) > 0):
@@ -271,9 +271,7 @@ class LearnerBackend(LearningWorker):
 
     def lexicon_scores(self, texts: Sequence[str]) -> np.ndarray:
         """VADER's (neg, neu, pos, compound) for each text."""
-        if self._vader is None:
-            self._vader = LexiconScorer(self.spec)
-        return self._vader(texts)
+        return self._lexicon_scorer(texts)
 
     def features(self, rows: Sequence[Sequence[str]]) -> np.ndarray:
         """Feature matrix for rows of field values (one text, or a pair)."""

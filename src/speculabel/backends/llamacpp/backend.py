@@ -176,10 +176,8 @@ class LlamaCppBackend(Backend):
         """:meth:`fingerprint`, plus ``+prune:TOL`` where the default label pruning applies to
         ``task`` (an explicit ``label_pruning`` is in the fingerprint already), so pruned and
         exact votes on one many-label task are never mixed in a vote store."""
-        fp = self.fingerprint()
-        if self.label_pruning is None and self.pruning(task) > 0:
-            fp += f"+prune:{self.pruning(task):g}"
-        return fp
+        fp, tol = self.fingerprint(), self.pruning(task)
+        return fp + f"+prune:{tol:g}" if self.label_pruning is None and tol > 0 else fp
 
     def close(self) -> None:
         if self._closed:

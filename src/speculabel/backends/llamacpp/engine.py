@@ -177,18 +177,16 @@ class KVEngine:
                      for t in order]
             left = float(sum(bound))
             found = 0.0
-            scored: list[str] = []
+            scored: dict[str, float] = {}
             for g, tok in enumerate(order):
                 if found > 0.0 and left <= prune * found:
                     break
                 left -= bound[g]
                 self._visit(sequences, rests, groups[tok], shared, rows, None)
                 for name in groups[tok]:
-                    found += float(np.exp(self._sum(rows, rests[name])))
-                scored.extend(groups[tok])
-            kept = set(scored)
-            return {name: self._sum(rows, rest) if name in kept else float("-inf")
-                    for name, rest in rests.items()}
+                    scored[name] = self._sum(rows, rests[name])
+                    found += float(np.exp(scored[name]))
+            return {name: scored.get(name, float("-inf")) for name in rests}
         # visit labels in token order so that neighbours share their leading tokens
         self._visit(sequences, rests, names, shared, rows, prefix or [])
         return {name: self._sum(rows, rest) for name, rest in rests.items()}
